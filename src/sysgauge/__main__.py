@@ -1,0 +1,3 @@
+from sysgauge.cli import main
+
+raise SystemExit(main())
