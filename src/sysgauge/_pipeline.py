@@ -75,6 +75,17 @@ def _otlp_exporter(url: str) -> MetricExporter:
     return GrpcExporter(endpoint=url or None)
 
 
+def _resource() -> Resource:
+    """OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES as the SDK reads them; ours only fill gaps."""
+    resource = Resource.create()
+    defaults: dict[str, str] = {}
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        defaults["service.name"] = "sysgauge"
+    if "host.name" not in resource.attributes:
+        defaults["host.name"] = socket.gethostname()
+    return resource.merge(Resource(defaults)) if defaults else resource
+
+
 @dataclass
 class Pipeline:
     provider: MeterProvider
@@ -87,9 +98,7 @@ class Pipeline:
         window = resolve_options(options).window
         exporters = build_exporters(args, window)
         readers = [PeriodicExportingMetricReader(e, export_interval_millis=window * 1000) for e in exporters]
-        resource = Resource.create({"service.name": "sysgauge", "host.name": socket.gethostname()}).merge(
-            Resource.create()  # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over our defaults
-        )
+        resource = _resource()
         provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
         try:
             monitor = instrument_system(provider, **options)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from sysgauge._version import __version__
-from sysgauge.options import SOURCE_NAMES
+from sysgauge.options import SOURCE_NAMES, parse_option
 
 EXIT_USAGE = 2
 
@@ -138,13 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _options(args: argparse.Namespace, pid: int | None) -> dict[str, Any]:
+    """Keyword arguments for instrument_system; flag values are checked here so errors name the flag."""
     options: dict[str, Any] = {}
     if args.interval is not None:
-        options["sampling_interval"] = args.interval
+        options["sampling_interval"] = parse_option("sampling_interval", args.interval, "--interval")
     if args.window is not None:
-        options["window"] = args.window
+        options["window"] = parse_option("window", args.window, "--window")
     if args.sources:
-        options["sources"] = [s for item in args.sources for s in item.split(",")]
+        names = [s for item in args.sources for s in item.split(",")]
+        options["sources"] = parse_option("sources", names, "--sources")
     if args.no_per_cpu:
         options["per_cpu"] = False
     if pid is not None:
@@ -154,14 +156,8 @@ def _options(args: argparse.Namespace, pid: int | None) -> dict[str, Any]:
 
 def _monitor(args: argparse.Namespace) -> int:
     from sysgauge._pipeline import Pipeline
-    from sysgauge.options import _Invalid, _pid
 
-    pid = None
-    if args.pid is not None:
-        try:
-            pid = _pid(args.pid)
-        except _Invalid as exc:
-            raise ValueError(f"--pid {args.pid!r} is not valid: expected {exc}") from None
+    pid = None if args.pid is None else parse_option("pid", args.pid, "--pid")
     if args.duration is not None and not args.duration > 0:
         raise ValueError(f"--duration {args.duration:g} is not valid: expected a number of seconds > 0")
     pipeline = Pipeline.start(args, _options(args, pid))

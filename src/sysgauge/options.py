@@ -221,6 +221,11 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
     return options
 
 
+def parse_option(name: str, raw: Any, label: str) -> Any:
+    """Parse one option's value, naming `label` (a flag such as --interval) in the error."""
+    return _parse(_BY_NAME[name], raw, label)
+
+
 def _parse(spec: OptionSpec, raw: Any, label: str) -> Any:
     try:
         return spec.parse(raw)
