@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 from opentelemetry.sdk.metrics import MeterProvider
@@ -102,16 +103,27 @@ def bench_collect(rounds: int) -> dict[str, float]:
     time.sleep(3)  # a window with ~30 samples, as in production (15 at 2 s / 30 s)
     ours_reader.get_metrics_data()
     theirs_reader.get_metrics_data()
-    ours_times, theirs_times = [], []
+    ours_times: list[float] = []
+    theirs_times: list[float] = []
     points = {}
     for _ in range(rounds):  # interleaved, so both see the same machine state
-        for reader, times, name in ((ours_reader, ours_times, "sysgauge"), (theirs_reader, theirs_times, "contrib")):
+        for reader, times, name in (
+            (ours_reader, ours_times, "sysgauge"),
+            (theirs_reader, theirs_times, "contrib"),
+        ):
             start = time.perf_counter()
             data = reader.get_metrics_data()
             times.append(time.perf_counter() - start)
-            points[name] = sum(
-                len(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-            ) if data else 0
+            points[name] = (
+                sum(
+                    len(m.data.data_points)
+                    for rm in data.resource_metrics
+                    for sm in rm.scope_metrics
+                    for m in sm.metrics
+                )
+                if data
+                else 0
+            )
         time.sleep(0.02)
     contrib.uninstrument()
     monitor.shutdown()
@@ -145,11 +157,16 @@ print(time.perf_counter() - start)
 
 
 def bench_slowdown(rounds: int, iterations: int) -> dict[str, float]:
-    off, on = [], []
+    off: list[float] = []
+    on: list[float] = []
     for _ in range(rounds):  # alternate to cancel drifts in machine load
         for mode, bucket in (("off", off), ("on", on)):
-            out = subprocess.run([sys.executable, "-c", _LOOP, mode, str(iterations)], capture_output=True,
-                                 text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", _LOOP, mode, str(iterations)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             bucket.append(float(out.stdout))
     return {
         "loop seconds without sysgauge (median)": statistics.median(off),
@@ -173,24 +190,32 @@ for _ in range(30):
     monitor.sampler.tick()
 reader.get_metrics_data()
 after_start = me.memory_info().rss
+rss = []
 for i in range(10_000):
     monitor.sampler.tick()
     if i % 15 == 0:
         reader.get_metrics_data()
-after_ticks = me.memory_info().rss
-print(json.dumps({"added_mib": (after_start - base) / 2**20, "growth_over_10k_ticks_mib": (after_ticks - after_start) / 2**20,
-                  "samples_kept": len(monitor.sampler.samples())}))
+    if i % 2_500 == 2_499:
+        rss.append(me.memory_info().rss)
+print(json.dumps({
+    "added_mib": (after_start - base) / 2**20,
+    "rss_every_2500_ticks_mib": [round(r / 2**20, 2) for r in rss],
+    "growth_over_10k_ticks_mib": (rss[-1] - after_start) / 2**20,
+    "samples_kept": len(monitor.sampler.samples()),
+}))
 """
 
 
-def bench_memory() -> dict[str, float]:
+def bench_memory() -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", _MEMORY], capture_output=True, text=True, check=True)
-    result: dict[str, float] = json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     rounds = 50 if args.quick else 500
@@ -199,7 +224,8 @@ def main() -> None:
     print("\n1. one sampler tick, CPU time (median of", rounds, "), µs")
     for name, us in tick.items():
         print(f"   {name:<48} {us:8.0f}")
-    print(f"   ratio sysgauge / bare psutil (children): {tick['sysgauge tick'] / tick['bare psutil, tree by children(recursive=True)']:.2f}")
+    floor = tick["bare psutil, tree by children(recursive=True)"]
+    print(f"   ratio sysgauge / bare psutil (children): {tick['sysgauge tick'] / floor:.2f}")
 
     collect = bench_collect(20 if args.quick else 60)
     print("\n2. one SDK collect (median), µs")
@@ -215,8 +241,10 @@ def main() -> None:
     memory = bench_memory()
     print("\n4. resident memory")
     print(f"   added by instrument_system beyond the SDK: {memory['added_mib']:.2f} MiB")
-    print(f"   growth over 10,000 more ticks:             {memory['growth_over_10k_ticks_mib']:.2f} MiB "
-          f"(samples kept: {memory['samples_kept']:.0f})")
+    print(
+        f"   growth over 10,000 more ticks:             {memory['growth_over_10k_ticks_mib']:.2f} MiB "
+        f"(samples kept: {memory['samples_kept']:.0f})"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def points(data: MetricsData | None, name: str) -> list[Point]:
 def value(data: MetricsData | None, name: str, **attrs: object) -> float:
     """The one value of `name` whose attributes include `attrs`."""
     matching = [v for v, a in points(data, name) if all(a.get(k) == want for k, want in attrs.items())]
-    assert len(matching) == 1, f"{name} {attrs}: expected one point, got {matching} among {points(data, name)}"
+    assert len(matching) == 1, (
+        f"{name} {attrs}: expected one point, got {matching} among {points(data, name)}"
+    )
     return matching[0]
 
 

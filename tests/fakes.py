@@ -91,13 +91,13 @@ class CtxSwitches(NamedTuple):
 
 @dataclass
 class FakeProcessState:
-    cpu: ProcCpu = ProcCpu(1.0, 0.5)
+    cpu: ProcCpu = field(default_factory=lambda: ProcCpu(1.0, 0.5))
     rss: int = 100 * 2**20
     vms: int = 400 * 2**20
     threads: int = 3
     fds: int = 7
-    io: ProcIo = ProcIo(1000, 2000)
-    switches: CtxSwitches = CtxSwitches(10, 2)
+    io: ProcIo = field(default_factory=lambda: ProcIo(1000, 2000))
+    switches: CtxSwitches = field(default_factory=lambda: CtxSwitches(10, 2))
     children: list[int] = field(default_factory=list)
     denied: bool = False
     alive: bool = True
@@ -164,8 +164,9 @@ class FakePsutil:
     def __init__(self) -> None:
         self.cpus = 2
         self.per_cpu = [CpuTimes(10, 0, 5, 100, 1, 0.5, 0.5, 0) for _ in range(self.cpus)]
-        self.memory = VirtualMemory(total=16 * 2**30, available=12 * 2**30, free=8 * 2**30,
-                                    buffers=2**28, cached=2**30)
+        self.memory = VirtualMemory(
+            total=16 * 2**30, available=12 * 2**30, free=8 * 2**30, buffers=2**28, cached=2**30
+        )
         self.swap = Swap(total=2**30, used=2**28, free=3 * 2**28)
         self.disks: dict[str, DiskIo] = {
             "sda": DiskIo(100, 200, 4096 * 100, 4096 * 200, 50, 70, 90),
@@ -203,7 +204,7 @@ class FakePsutil:
             raise FileNotFoundError(2, "No such file or directory", path)
         return self.usage[path]
 
-    def disk_partitions(self, all: bool = False) -> list[Partition]:  # noqa: A002 - psutil's name
+    def disk_partitions(self, all: bool = False) -> list[Partition]:
         return list(self.partitions)
 
     def net_io_counters(self, pernic: bool = False, nowrap: bool = True) -> dict[str, NetIo]:
@@ -213,7 +214,7 @@ class FakePsutil:
     def pid_exists(self, pid: int) -> bool:
         return pid in self.processes and self.processes[pid].alive
 
-    def Process(self, pid: int) -> FakeProcess:  # noqa: N802 - psutil's name
+    def Process(self, pid: int) -> FakeProcess:
         state = self.processes.get(pid)
         if state is None or not state.alive:
             raise psutil.NoSuchProcess(pid)

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.cli
 SYSGAUGE = [sys.executable, "-m", "sysgauge"]
 
 
-def sysgauge(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def sysgauge(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYSGAUGE_"))}
     full_env.update(env or {})
     return subprocess.run([*SYSGAUGE, *args], capture_output=True, text=True, timeout=timeout, env=full_env)
@@ -44,12 +46,14 @@ def test_bare_sysgauge_prints_a_table_on_the_console() -> None:
 
 def test_jsonl_writes_otlp_json_lines(tmp_path: Path) -> None:
     out = tmp_path / "run.jsonl"
-    result = sysgauge("monitor", "--interval", "0.2", "--window", "1", "--duration", "1.2", "--jsonl", str(out))
+    result = sysgauge(
+        "monitor", "--interval", "0.2", "--window", "1", "--duration", "1.2", "--jsonl", str(out)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # an exporter was chosen: no console table
     lines = out.read_text().splitlines()
     assert len(lines) >= 2
-    names = set()
+    names: set[str] = set()
     for line in lines:
         document = json.loads(line)
         for rm in document["resourceMetrics"]:
@@ -84,7 +88,10 @@ def test_bad_options_give_one_line_and_exit_2(args: list[str], message: str) -> 
 def test_bad_variable_gives_one_line_and_exit_2() -> None:
     result = sysgauge("monitor", "--duration", "1", env={"SYSGAUGE_WINDOW": "soon"})
     assert result.returncode == 2
-    assert result.stderr.strip() == "sysgauge: error: SYSGAUGE_WINDOW='soon' is not valid: expected a number of seconds"
+    assert (
+        result.stderr.strip()
+        == "sysgauge: error: SYSGAUGE_WINDOW='soon' is not valid: expected a number of seconds"
+    )
 
 
 def test_detect_lists_every_source() -> None:
@@ -96,9 +103,13 @@ def test_detect_lists_every_source() -> None:
 
 def test_run_exits_with_the_commands_code_and_prints_a_summary(tmp_path: Path) -> None:
     out = tmp_path / "run.jsonl"
-    script = "import time\nx = bytearray(50 * 2**20)\nend = time.time() + 1.5\nwhile time.time() < end: pass\nraise SystemExit(3)"
-    result = sysgauge("run", "--interval", "0.2", "--window", "1", "--jsonl", str(out), "--", sys.executable, "-c",
-                      script)
+    script = (
+        "import time\nx = bytearray(50 * 2**20)\nend = time.time() + 1.5\n"
+        "while time.time() < end: pass\nraise SystemExit(3)"
+    )
+    result = sysgauge(
+        "run", "--interval", "0.2", "--window", "1", "--jsonl", str(out), "--", sys.executable, "-c", script
+    )
     assert result.returncode == 3, result.stderr
     assert "mean" in result.stderr and "peak" in result.stderr
     assert "process tree CPU" in result.stderr and "process tree memory (RSS)" in result.stderr
@@ -124,8 +135,23 @@ def test_run_forwards_sigterm_and_leaves_no_orphan(tmp_path: Path) -> None:
         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
         "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([*SYSGAUGE, "run", "--interval", "0.2", "--window", "1", "--no-summary", "--",
-                             sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            *SYSGAUGE,
+            "run",
+            "--interval",
+            "0.2",
+            "--window",
+            "1",
+            "--no-summary",
+            "--",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 20
     while not marker.exists() or not marker.read_text():
         assert time.monotonic() < deadline, "child never started"
@@ -140,8 +166,11 @@ def test_run_forwards_sigterm_and_leaves_no_orphan(tmp_path: Path) -> None:
 
 def test_monitor_stops_cleanly_on_sigint_and_flushes(tmp_path: Path) -> None:
     out = tmp_path / "m.jsonl"
-    proc = subprocess.Popen([*SYSGAUGE, "monitor", "--interval", "0.2", "--window", "30", "--jsonl", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*SYSGAUGE, "monitor", "--interval", "0.2", "--window", "30", "--jsonl", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0

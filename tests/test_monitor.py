@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
@@ -13,11 +12,12 @@ from sysgauge import SystemMonitor, instrument_system
 from sysgauge.metrics import ALL_SPECS, SPECS_BY_NAME
 from sysgauge.monitor import SCHEMA_URL
 from sysgauge.options import resolve_options
+from sysgauge.sources.base import Source
 from sysgauge.sources.cpu import CpuSource
 from sysgauge.sources.memory import MemorySource
 from sysgauge.sources.process import ProcessSource
 from tests.conftest import metric_names, points, value
-from tests.fakes import FakePsutil, fake_children
+from tests.fakes import FakePsutil, VirtualMemory, fake_children
 
 
 def sampler_threads() -> int:
@@ -32,8 +32,14 @@ def test_first_collect_has_data_with_declared_names_units_and_scope(
         data = reader.get_metrics_data()
         assert data is not None
         names = metric_names(data)
-        assert {"system.cpu.time", "system.memory.usage", "process.memory.usage", "process.cpu.time",
-                "system.filesystem.usage", "sysgauge.peak.process.memory.usage"} <= names
+        assert {
+            "system.cpu.time",
+            "system.memory.usage",
+            "process.memory.usage",
+            "process.cpu.time",
+            "system.filesystem.usage",
+            "sysgauge.peak.process.memory.usage",
+        } <= names
         declared = {spec.name: spec for spec in monitor.specs}
         scope_metrics = data.resource_metrics[0].scope_metrics
         assert len(scope_metrics) == 1
@@ -50,7 +56,7 @@ def test_first_collect_has_data_with_declared_names_units_and_scope(
 
 
 def fake_monitor(provider: MeterProvider, ps: FakePsutil, **options: object) -> SystemMonitor:
-    sources = [
+    sources: list[Source] = [
         CpuSource(ps),
         MemorySource(ps),
         ProcessSource(ps, pid=4242, children_of=fake_children(ps)),
@@ -97,7 +103,9 @@ def test_sources_option_registers_only_those(provider: MeterProvider, reader: In
         assert names == {spec.name for spec in monitor.specs if spec.name in names}
         assert all(SPECS_BY_NAME[n].source == "cpu" for n in names)
         # per_cpu off: one series per mode
-        assert all("cpu.logical_number" not in a for _, a in points(reader.get_metrics_data(), "system.cpu.time"))
+        assert all(
+            "cpu.logical_number" not in a for _, a in points(reader.get_metrics_data(), "system.cpu.time")
+        )
 
 
 def test_missing_pid_is_a_clear_error_at_start(provider: MeterProvider) -> None:
@@ -110,11 +118,14 @@ def test_unknown_option_raises_value_error(provider: MeterProvider) -> None:
         instrument_system(provider, interval=1)
 
 
-def test_a_failing_source_never_breaks_collection(provider: MeterProvider, reader: InMemoryMetricReader) -> None:
+def test_a_failing_source_never_breaks_collection(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
     ps = FakePsutil()
     monitor = fake_monitor(provider, ps, sampling_interval=0.05, window=0.5)
     try:
-        def broken() -> object:
+
+        def broken() -> VirtualMemory:
             raise OSError("meminfo vanished")
 
         ps.virtual_memory = broken  # type: ignore[method-assign]

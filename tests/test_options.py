@@ -33,9 +33,18 @@ def test_environment_sets_every_option_and_keywords_win() -> None:
     }
     options = resolve_options({}, environ=env)
     assert options == Options(
-        sampling_interval=0.5, window=10.0, sources=("cpu", "memory"), pid=1, process_tree=False,
-        disk_paths=("/", "/data"), per_cpu=False, disk_include=("sd.*",), disk_exclude=(),
-        network_include=("eth.*",), network_exclude=("docker.*",), peaks=("process.memory.usage",),
+        sampling_interval=0.5,
+        window=10.0,
+        sources=("cpu", "memory"),
+        pid=1,
+        process_tree=False,
+        disk_paths=("/", "/data"),
+        per_cpu=False,
+        disk_include=("sd.*",),
+        disk_exclude=(),
+        network_include=("eth.*",),
+        network_exclude=("docker.*",),
+        peaks=("process.memory.usage",),
         cgroup=False,
     )
     assert resolve_options({"window": 20, "sources": ["disk"]}, environ=env).window == 20.0
@@ -51,8 +60,11 @@ def test_environment_sets_every_option_and_keywords_win() -> None:
         ({"sampling_interval": float("nan")}, r"expected a finite number"),
         ({"sampling_interval": True}, r"sampling_interval=True is not valid"),
         ({"window": 1, "sampling_interval": 2}, r"window \(1 s\) must be >= sampling_interval \(2 s\)"),
-        ({"sources": ["cpu", "gpu"]}, r"sources=\['cpu', 'gpu'\] is not valid: expected source names from "
-                                      r"cpu, memory, disk, network, process \(unknown: gpu\)"),
+        (
+            {"sources": ["cpu", "gpu"]},
+            r"sources=\['cpu', 'gpu'\] is not valid: expected source names from "
+            r"cpu, memory, disk, network, process \(unknown: gpu\)",
+        ),
         ({"sources": []}, r"at least one source name"),
         ({"pid": -5}, r"pid=-5 is not valid: expected a process id"),
         ({"per_cpu": "maybe"}, r"per_cpu='maybe' is not valid: expected true or false"),
@@ -61,7 +73,9 @@ def test_environment_sets_every_option_and_keywords_win() -> None:
         ({"peaks": ["process.cpu.time"]}, r"expected names of sampled gauges"),
     ],
 )
-def test_bad_keyword_values_name_the_option_and_what_is_accepted(kwargs: dict[str, object], message: str) -> None:
+def test_bad_keyword_values_name_the_option_and_what_is_accepted(
+    kwargs: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         resolve_options(kwargs, environ={})
 
@@ -69,7 +83,11 @@ def test_bad_keyword_values_name_the_option_and_what_is_accepted(kwargs: dict[st
 @pytest.mark.parametrize(
     ("variable", "raw", "message"),
     [
-        ("SYSGAUGE_SAMPLING_INTERVAL", "fast", r"SYSGAUGE_SAMPLING_INTERVAL='fast' is not valid: expected a number"),
+        (
+            "SYSGAUGE_SAMPLING_INTERVAL",
+            "fast",
+            r"SYSGAUGE_SAMPLING_INTERVAL='fast' is not valid: expected a number",
+        ),
         ("SYSGAUGE_WINDOW", "-3", r"SYSGAUGE_WINDOW='-3' is not valid"),
         ("SYSGAUGE_PID", "12abc", r"SYSGAUGE_PID='12abc' is not valid: expected a process id"),
         ("SYSGAUGE_PROCESS_TREE", "2", r"SYSGAUGE_PROCESS_TREE='2' is not valid: expected true or false"),

@@ -57,7 +57,9 @@ def values(sampler: Sampler, spec: MetricSpec) -> list[float]:
     return [v for v, _ in sampler.aggregate(spec)]
 
 
-def feed(sampler: Sampler, source: Scripted, clock: Clock, gauge: float, counter: float, step: float = 2.0) -> None:
+def feed(
+    sampler: Sampler, source: Scripted, clock: Clock, gauge: float, counter: float, step: float = 2.0
+) -> None:
     source.next = [Reading(GAUGE, gauge), Reading(COUNTER, counter), Reading(RATE, counter)]
     sampler.tick()
     clock.now += step
@@ -105,7 +107,9 @@ def test_window_stays_bounded_over_many_ticks() -> None:
     assert len(sampler.samples()) <= 7
 
 
-def test_a_failing_source_drops_only_its_readings_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_failing_source_drops_only_its_readings_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock, broken, healthy = Clock(), Scripted(), Scripted()
     broken.fail = RuntimeError("driver gone")
     healthy.next = [Reading(GAUGE, 7.0)]

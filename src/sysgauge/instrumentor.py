@@ -12,7 +12,7 @@ from sysgauge.monitor import SystemMonitor, instrument_system
 
 # Merely installing sysgauge turns this on in every auto-instrumented process, and every process on a
 # host would then report the same system.* series. So by default only the process's own tree is
-# reported; SYSGAUGE_SOURCES (or sources=) opts into host sources (docs/auto-instrumentation.md).
+# reported; SYSGAUGE_SOURCES (or sources=) opts into host sources (docs/decisions.md).
 AUTO_DEFAULT_SOURCES = ("process",)
 
 

@@ -77,7 +77,7 @@ class MetricSpec:
         return self.aggregation is Aggregation.MEAN
 
     def peak(self) -> MetricSpec:
-        """The spec of the window-maximum companion of this gauge (see docs/peaks.md)."""
+        """The spec of the window-maximum companion of this gauge (see docs/decisions.md)."""
         if not self.can_peak:
             raise ValueError(f"{self.name} is not a sampled gauge; it has no peak")
         bare = self.name.removeprefix("sysgauge.")
@@ -114,7 +114,7 @@ SYSTEM_CPU_UTILIZATION = MetricSpec(
     (CPU_MODE, CPU_LOGICAL_NUMBER),
     "cpu",
     RATE,
-    wandb="`cpu.{i}.cpu_percent` = 100 × (1 − value{cpu.mode=idle}) for cpu.logical_number i",
+    wandb="`cpu.{i}.cpu_percent` = 100 × (1 − value{idle} − value{iowait}) for cpu.logical_number i",
 )
 SYSTEM_CPU_LOGICAL_COUNT = MetricSpec(
     sm.SYSTEM_CPU_LOGICAL_COUNT,

@@ -171,7 +171,7 @@ class Sampler:
 
     def _after_fork_in_child(self) -> None:
         # The thread did not survive the fork. The child stays silent rather than double-reporting
-        # the parent's host metrics; call instrument_system() in the child to monitor it (docs/fork.md).
+        # the parent's host metrics; call instrument_system() in the child to monitor it (docs/decisions.md).
         self._lock = threading.Lock()
         self._forked = True
         self._stop.set()

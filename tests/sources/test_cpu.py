@@ -17,7 +17,15 @@ def test_per_cpu_modes_follow_semconv_and_interrupt_sums_irq_and_softirq() -> No
     assert times[(("cpu.mode", "interrupt"), ("cpu.logical_number", 0))] == 13.0
     assert times[(("cpu.mode", "steal"), ("cpu.logical_number", 0))] == 8.0
     assert times[(("cpu.mode", "user"), ("cpu.logical_number", 1))] == 10.0
-    assert {dict(a)["cpu.mode"] for a in times} == {"user", "nice", "system", "idle", "iowait", "interrupt", "steal"}
+    assert {dict(a)["cpu.mode"] for a in times} == {
+        "user",
+        "nice",
+        "system",
+        "idle",
+        "iowait",
+        "interrupt",
+        "steal",
+    }
     assert by(readings, m.SYSTEM_CPU_UTILIZATION) == times  # cumulative; the sampler turns it into Δ/Δt
     assert by(readings, m.SYSTEM_CPU_LOGICAL_COUNT) == {(): 2.0}
 

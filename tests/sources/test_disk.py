@@ -7,7 +7,7 @@ import pytest
 from sysgauge import metrics as m
 from sysgauge.options import Options
 from sysgauge.sources.disk import DiskSource
-from tests.fakes import FakePsutil
+from tests.fakes import DiskIo, FakePsutil
 
 
 def by(readings: list, spec: m.MetricSpec) -> dict[tuple, float]:  # type: ignore[type-arg]
@@ -24,7 +24,10 @@ def test_default_exclusions_leave_out_loop_devices_and_times_are_seconds() -> No
         (("system.device", "sda"), ("disk.io.direction", "write")): 819200.0,
     }
     assert by(readings, m.SYSTEM_DISK_IO_TIME) == {(("system.device", "sda"),): 0.09}
-    assert by(readings, m.SYSTEM_DISK_OPERATION_TIME)[(("system.device", "sda"), ("disk.io.direction", "read"))] == 0.05
+    assert (
+        by(readings, m.SYSTEM_DISK_OPERATION_TIME)[(("system.device", "sda"), ("disk.io.direction", "read"))]
+        == 0.05
+    )
 
 
 def test_filesystem_usage_states_and_attributes() -> None:
@@ -64,7 +67,7 @@ def test_a_vanished_path_is_skipped_and_logged_once(caplog: pytest.LogCaptureFix
 def test_unreadable_diskstats_keeps_filesystems(caplog: pytest.LogCaptureFixture) -> None:
     ps = FakePsutil()
 
-    def broken(perdisk: bool = False, nowrap: bool = True) -> dict[str, object]:
+    def broken(perdisk: bool = False, nowrap: bool = True) -> dict[str, DiskIo]:
         raise FileNotFoundError(2, "No such file or directory", "/proc/diskstats")
 
     ps.disk_io_counters = broken  # type: ignore[method-assign]

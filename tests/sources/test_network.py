@@ -18,12 +18,18 @@ def test_default_leaves_out_loopback_and_maps_directions() -> None:
         (("network.interface.name", "eth0"), ("network.io.direction", "transmit")): 1000.0,
         (("network.interface.name", "eth0"), ("network.io.direction", "receive")): 2000.0,
     }
-    assert by(readings, m.SYSTEM_NETWORK_ERRORS)[
-        (("network.interface.name", "eth0"), ("network.io.direction", "transmit"))
-    ] == 1.0
-    assert by(readings, m.SYSTEM_NETWORK_PACKET_DROPPED)[
-        (("network.interface.name", "eth0"), ("network.io.direction", "receive"))
-    ] == 2.0
+    assert (
+        by(readings, m.SYSTEM_NETWORK_ERRORS)[
+            (("network.interface.name", "eth0"), ("network.io.direction", "transmit"))
+        ]
+        == 1.0
+    )
+    assert (
+        by(readings, m.SYSTEM_NETWORK_PACKET_DROPPED)[
+            (("network.interface.name", "eth0"), ("network.io.direction", "receive"))
+        ]
+        == 2.0
+    )
 
 
 def test_loopback_can_be_enabled() -> None:

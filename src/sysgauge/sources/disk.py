@@ -94,7 +94,10 @@ class DiskSource:
         except OSError as exc:
             # A path that vanished (an unmounted volume) is skipped until it comes back.
             self._log.warning(
-                f"path:{path}:{exc.errno}", "sysgauge: disk path %s unreadable, skipped: %s", path, exc.strerror or exc
+                f"path:{path}:{exc.errno}",
+                "sysgauge: disk path %s unreadable, skipped: %s",
+                path,
+                exc.strerror or exc,
             )
             return []
         states = self._fs_attrs.get(path)
