@@ -137,42 +137,41 @@ def bench_collect(rounds: int) -> dict[str, float]:
     }
 
 
-_LOOP = """
-import sys, time
-def work(n):
+def _work(n: int) -> int:
     total = 0
     for i in range(n):
         total += i * i % 7
     return total
-instrument = sys.argv[1] == "on"
-if instrument:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from sysgauge import instrument_system
-    monitor = instrument_system(MeterProvider(metric_readers=[InMemoryMetricReader()]), sampling_interval=2.0)
-start = time.perf_counter()
-work(int(sys.argv[2]))
-print(time.perf_counter() - start)
-"""
 
 
 def bench_slowdown(rounds: int, iterations: int) -> dict[str, float]:
-    off: list[float] = []
-    on: list[float] = []
-    for _ in range(rounds):  # alternate to cancel drifts in machine load
-        for mode, bucket in (("off", off), ("on", on)):
-            out = subprocess.run(
-                [sys.executable, "-c", _LOOP, mode, str(iterations)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            bucket.append(float(out.stdout))
-    return {
-        "loop seconds without sysgauge (median)": statistics.median(off),
-        "loop seconds with sysgauge every 2 s (median)": statistics.median(on),
-        "slowdown %": (statistics.median(on) / statistics.median(off) - 1) * 100,
-    }
+    """In one process, alternating, so imports and memory layout are the same for both arms.
+
+    At a 2 s interval a tick is rarer than the run-to-run noise of a pure-Python loop (several %), so the
+    same comparison is also made at a 0.02 s interval (100x the ticks) and scaled down: the honest
+    estimate of the 2 s cost.
+    """
+    results: dict[str, float] = {}
+    for interval in (2.0, 0.02):
+        off: list[float] = []
+        on: list[float] = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            _work(iterations)
+            off.append(time.perf_counter() - start)
+            provider = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
+            monitor = instrument_system(provider, sampling_interval=interval, window=max(30.0, interval))
+            start = time.perf_counter()
+            _work(iterations)
+            on.append(time.perf_counter() - start)
+            monitor.shutdown()
+            provider.shutdown()
+        slowdown = (statistics.median(on) / statistics.median(off) - 1) * 100
+        results[f"loop s, no sysgauge (median), {interval:g} s run"] = statistics.median(off)
+        results[f"loop s, sampling every {interval:g} s (median)"] = statistics.median(on)
+        results[f"slowdown % at {interval:g} s"] = slowdown
+    results["slowdown % at 2 s, scaled from 0.02 s"] = results["slowdown % at 0.02 s"] / 100
+    return results
 
 
 _MEMORY = """
@@ -191,7 +190,7 @@ for _ in range(30):
 reader.get_metrics_data()
 after_start = me.memory_info().rss
 rss = []
-for i in range(10_000):
+for i in range(20_000):
     monitor.sampler.tick()
     if i % 15 == 0:
         reader.get_metrics_data()
@@ -200,7 +199,7 @@ for i in range(10_000):
 print(json.dumps({
     "added_mib": (after_start - base) / 2**20,
     "rss_every_2500_ticks_mib": [round(r / 2**20, 2) for r in rss],
-    "growth_over_10k_ticks_mib": (rss[-1] - after_start) / 2**20,
+    "growth_over_20k_ticks_mib": (rss[-1] - after_start) / 2**20,
     "samples_kept": len(monitor.sampler.samples()),
 }))
 """
@@ -233,7 +232,7 @@ def main() -> None:
     print(f"   contrib  {collect['contrib collect']:8.0f} µs for {collect['contrib points']:.0f} points")
     print(f"   ratio sysgauge / contrib: {collect['sysgauge collect'] / collect['contrib collect']:.2f}")
 
-    slowdown = bench_slowdown(3 if args.quick else 5, 20_000_000 if args.quick else 100_000_000)
+    slowdown = bench_slowdown(3 if args.quick else 7, 20_000_000 if args.quick else 60_000_000)
     print("\n3. CPU-bound loop")
     for name, number in slowdown.items():
         print(f"   {name:<48} {number:8.3f}")
@@ -241,8 +240,9 @@ def main() -> None:
     memory = bench_memory()
     print("\n4. resident memory")
     print(f"   added by instrument_system beyond the SDK: {memory['added_mib']:.2f} MiB")
+    print(f"   RSS after each 2,500 ticks (MiB):          {memory['rss_every_2500_ticks_mib']}")
     print(
-        f"   growth over 10,000 more ticks:             {memory['growth_over_10k_ticks_mib']:.2f} MiB "
+        f"   growth over 20,000 more ticks:             {memory['growth_over_20k_ticks_mib']:.2f} MiB "
         f"(samples kept: {memory['samples_kept']:.0f})"
     )
 
