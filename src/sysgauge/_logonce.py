@@ -16,6 +16,12 @@ class LogOnce:
 
     def warning(self, key: str, message: str, *args: object) -> bool:
         """Log `message` the first time `key` is seen; return whether it was logged."""
+        return self.log(logging.WARNING, key, message, *args)
+
+    def info(self, key: str, message: str, *args: object) -> bool:
+        return self.log(logging.INFO, key, message, *args)
+
+    def log(self, level: int, key: str, message: str, *args: object) -> bool:
         with self._lock:
             if key in self._seen:
                 return False
@@ -23,5 +29,5 @@ class LogOnce:
             if len(self._seen) >= _MAX_REMEMBERED:
                 self._seen.clear()
             self._seen.add(key)
-        self._logger.warning(message, *args)
+        self._logger.log(level, message, *args)
         return True

@@ -19,7 +19,11 @@ from sysgauge.sampler import TickListener
 _HTTP_PROTOCOLS = ("http/protobuf", "http")
 
 
-def build_exporters(args: argparse.Namespace, window: float) -> list[MetricExporter]:
+def build_exporters(
+    args: argparse.Namespace, window: float, console_default: bool = True
+) -> list[MetricExporter]:
+    """The exporters the flags ask for; with none, the console table (unless `console_default` is off:
+    `sysgauge run` then prints only its summary, leaving the command's own output alone)."""
     exporters: list[MetricExporter] = []
     if args.jsonl:
         from opentelemetry.exporter.otlp.json.file import FileMetricExporter
@@ -43,7 +47,7 @@ def build_exporters(args: argparse.Namespace, window: float) -> list[MetricExpor
         otlp = ""
     if otlp is not None:
         exporters.append(_otlp_exporter(otlp))
-    if args.console or not exporters:
+    if args.console or (not exporters and console_default):
         from sysgauge._console import ConsoleTableExporter
 
         exporters.append(ConsoleTableExporter(window=window))
@@ -93,10 +97,14 @@ class Pipeline:
 
     @classmethod
     def start(
-        cls, args: argparse.Namespace, options: dict[str, Any], listener: TickListener | None = None
+        cls,
+        args: argparse.Namespace,
+        options: dict[str, Any],
+        listener: TickListener | None = None,
+        console_default: bool = True,
     ) -> Pipeline:
         window = resolve_options(options).window
-        exporters = build_exporters(args, window)
+        exporters = build_exporters(args, window, console_default)
         readers = [PeriodicExportingMetricReader(e, export_interval_millis=window * 1000) for e in exporters]
         resource = _resource()
         provider = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
@@ -107,7 +115,8 @@ class Pipeline:
             raise
         if listener is not None:
             monitor.sampler.add_listener(listener)
-            listener(monitor.sampler.samples()[-1]) if monitor.sampler.samples() else None
+            for sample in monitor.sampler.samples():  # the first sample, taken before the listener existed
+                listener(sample)
         return cls(provider, monitor)
 
     def close(self) -> None:

@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = RunSummary()
     pipeline = None
     try:
-        pipeline = Pipeline.start(args, _options(args, child.pid), listener=summary)
+        pipeline = Pipeline.start(args, _options(args, child.pid), listener=summary, console_default=False)
         code = child.wait()
     except BaseException:
         child.terminate()

@@ -82,7 +82,7 @@ def test_root_exit_stops_process_metrics(caplog: pytest.LogCaptureFixture) -> No
     source = tree_source(ps)
     assert source.read()
     ps.processes[4242].alive = False
-    with caplog.at_level(logging.WARNING, logger="sysgauge"):
+    with caplog.at_level(logging.INFO, logger="sysgauge"):
         assert source.read() == []
         assert source.read() == []
     assert source.root_exited

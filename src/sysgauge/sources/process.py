@@ -185,7 +185,8 @@ class ProcessSource:
         root = self._process(self._pid)
         if root is None:
             self._root_gone = True
-            self._log.warning(
+            # Expected at the end of `sysgauge run`; a library user sees it at INFO.
+            self._log.info(
                 "root-exited", "sysgauge: monitored process %d exited; process metrics stop", self._pid
             )
             return None
