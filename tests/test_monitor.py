@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -192,5 +195,26 @@ def test_global_provider_is_used_when_none_is_given() -> None:
     monitor = instrument_system(None, sources=["memory"])
     try:
         assert monitor.enabled  # the API's proxy provider binds to whatever SDK is set later
+    finally:
+        monitor.shutdown()
+
+
+def test_when_the_monitored_process_exits_process_metrics_stop_and_host_metrics_go_on(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    monitor = instrument_system(
+        provider, pid=child.pid, sources=["memory", "process"], sampling_interval=0.05, window=0.2
+    )
+    try:
+        assert "process.memory.usage" in metric_names(reader.get_metrics_data())
+        child.kill()
+        child.wait()
+        monitor.sampler.tick()
+        time.sleep(0.3)  # the window moves past the last sample of the process
+        monitor.sampler.tick()
+        names = metric_names(reader.get_metrics_data())
+        assert "system.memory.usage" in names
+        assert not any(name.startswith("process.") for name in names)
     finally:
         monitor.shutdown()
