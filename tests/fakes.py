@@ -229,3 +229,8 @@ def fake_children(ps: FakePsutil) -> Any:
         return list(state.children) if state is not None and state.alive else []
 
     return children_of
+
+
+def by_spec(readings: list[Any], spec: Any) -> dict[tuple[tuple[str, object], ...], float]:
+    """{attributes: value} of the readings of one metric."""
+    return {r.attributes: r.value for r in readings if r.spec is spec}

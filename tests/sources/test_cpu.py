@@ -3,10 +3,7 @@ from __future__ import annotations
 from sysgauge import metrics as m
 from sysgauge.sources.cpu import CpuSource
 from tests.fakes import CpuTimes, FakePsutil
-
-
-def by(readings: list, spec: m.MetricSpec) -> dict[tuple, float]:  # type: ignore[type-arg]
-    return {r.attributes: r.value for r in readings if r.spec is spec}
+from tests.fakes import by_spec as by
 
 
 def test_per_cpu_modes_follow_semconv_and_interrupt_sums_irq_and_softirq() -> None:

@@ -8,10 +8,7 @@ from sysgauge import metrics as m
 from sysgauge.options import Options
 from sysgauge.sources.disk import DiskSource
 from tests.fakes import DiskIo, FakePsutil
-
-
-def by(readings: list, spec: m.MetricSpec) -> dict[tuple, float]:  # type: ignore[type-arg]
-    return {r.attributes: r.value for r in readings if r.spec is spec}
+from tests.fakes import by_spec as by
 
 
 def test_default_exclusions_leave_out_loop_devices_and_times_are_seconds() -> None:

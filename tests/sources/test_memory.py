@@ -7,10 +7,7 @@ from sysgauge import metrics as m
 from sysgauge.sources.cgroup import Cgroup
 from sysgauge.sources.memory import MemorySource
 from tests.fakes import FakePsutil
-
-
-def by(readings: list, spec: m.MetricSpec) -> dict[tuple, float]:  # type: ignore[type-arg]
-    return {r.attributes: r.value for r in readings if r.spec is spec}
+from tests.fakes import by_spec as by
 
 
 def test_host_memory_used_is_total_minus_available() -> None:

@@ -4,10 +4,7 @@ from sysgauge import metrics as m
 from sysgauge.options import Options
 from sysgauge.sources.network import NetworkSource
 from tests.fakes import FakePsutil
-
-
-def by(readings: list, spec: m.MetricSpec) -> dict[tuple, float]:  # type: ignore[type-arg]
-    return {r.attributes: r.value for r in readings if r.spec is spec}
+from tests.fakes import by_spec as by
 
 
 def test_default_leaves_out_loopback_and_maps_directions() -> None:

@@ -13,10 +13,7 @@ import pytest
 from sysgauge import metrics as m
 from sysgauge.sources.process import ProcessSource, procfs_children
 from tests.fakes import FakeProcessState, FakePsutil, ProcCpu, ProcIo, fake_children
-
-
-def by(readings: list, spec: m.MetricSpec) -> dict[tuple, float]:  # type: ignore[type-arg]
-    return {r.attributes: r.value for r in readings if r.spec is spec}
+from tests.fakes import by_spec as by
 
 
 def one(readings: list, spec: m.MetricSpec) -> float:  # type: ignore[type-arg]
