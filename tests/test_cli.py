@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.httpfake import Reply, serve
+
 pytestmark = pytest.mark.cli
 
 SYSGAUGE = [sys.executable, "-m", "sysgauge"]
@@ -176,3 +178,61 @@ def test_monitor_stops_cleanly_on_sigint_and_flushes(tmp_path: Path) -> None:
     assert proc.wait(timeout=20) == 0
     # The 30 s export never came; the final flush on Ctrl-C wrote what the window held.
     assert "process.memory.usage" in out.read_text()
+
+
+def test_openmetrics_flags_scrape_into_the_recording(tmp_path: Path) -> None:
+    fixture = (
+        Path(__file__).parent
+        / "fixtures"
+        / "openmetrics"
+        / "openmetrics_dcgm-exporter_nvidia-l4_1gpu_driver580.txt"
+    )
+    out = tmp_path / "om.jsonl"
+    with serve(Reply(body=fixture.read_bytes())) as server:
+        result = sysgauge(
+            "monitor",
+            "--interval",
+            "0.2",
+            "--window",
+            "1",
+            "--duration",
+            "1.5",
+            "--sources",
+            "openmetrics",
+            "--openmetrics",
+            f"dcgm={server.url}",
+            "--openmetrics-filter",
+            "dcgm\\.DCGM_FI_DEV_GPU_TEMP",
+            "--openmetrics-header",
+            "dcgm=Authorization:Bearer hunter2",
+            "--jsonl",
+            str(out),
+        )
+        detect = sysgauge("detect", env={"SYSGAUGE_OPENMETRICS_ENDPOINTS": json.dumps({"dcgm": server.url})})
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stderr
+    assert server.requests[0]["authorization"] == "Bearer hunter2"
+    names = {
+        m["name"]
+        for line in out.read_text().splitlines()
+        for rm in json.loads(line)["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    }
+    assert names == {"dcgm_fi_dev_gpu_temp"}
+    assert "openmetrics  available" in detect.stdout and "dcgm: answers" in detect.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--openmetrics", "dcgm"], "--openmetrics 'dcgm' is not valid: expected NAME=URL"),
+        (["--openmetrics", "x=ftp://host/m"], "only http and https URLs"),
+        (["--openmetrics-header", "x=Bearer"], "expected NAME=HEADER:VALUE"),
+        (["--openmetrics-filters", "{oops"], "--openmetrics-filters='{oops' is not valid"),
+    ],
+)
+def test_bad_openmetrics_flags_exit_2(args: list[str], message: str) -> None:
+    result = sysgauge("monitor", "--duration", "1", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

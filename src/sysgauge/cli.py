@@ -57,6 +57,30 @@ def _add_monitor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-per-cpu", action="store_true", help="one system.cpu.* series per mode, not per CPU"
     )
+    scrape = parser.add_argument_group("Prometheus/OpenMetrics endpoints (docs/openmetrics.md)")
+    scrape.add_argument(
+        "--openmetrics",
+        action="append",
+        metavar="NAME=URL",
+        help="scrape this endpoint (repeatable), e.g. dcgm=http://localhost:9400/metrics",
+    )
+    scrape.add_argument(
+        "--openmetrics-filter",
+        action="append",
+        metavar="REGEX",
+        help="keep metrics whose ENDPOINT.METRIC fully matches REGEX (repeatable)",
+    )
+    scrape.add_argument(
+        "--openmetrics-filters",
+        metavar="JSON",
+        help='filters as JSON: a list of regexes or {"name regex": {"label": "value regex"}}',
+    )
+    scrape.add_argument(
+        "--openmetrics-header",
+        action="append",
+        metavar="NAME=HEADER:VALUE",
+        help="send this HTTP header to endpoint NAME (repeatable); never printed",
+    )
     out = parser.add_argument_group("output (several may be combined)")
     out.add_argument(
         "--console", action="store_true", help="print a table (the default without --jsonl/--otlp)"
@@ -149,8 +173,44 @@ def _options(args: argparse.Namespace, pid: int | None) -> dict[str, Any]:
         options["sources"] = parse_option("sources", names, "--sources")
     if args.no_per_cpu:
         options["per_cpu"] = False
+    options.update(_openmetrics_options(args))
     if pid is not None:
         options["pid"] = pid
+    return options
+
+
+def _openmetrics_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.openmetrics:
+        endpoints = {}
+        for item in args.openmetrics:
+            name, sep, url = item.partition("=")
+            if not sep:
+                raise ValueError(f"--openmetrics {item!r} is not valid: expected NAME=URL")
+            endpoints[name] = url
+        options["openmetrics_endpoints"] = parse_option("openmetrics_endpoints", endpoints, "--openmetrics")
+    if args.openmetrics_filter and args.openmetrics_filters:
+        raise ValueError("--openmetrics-filter and --openmetrics-filters cannot be combined")
+    if args.openmetrics_filter:
+        options["openmetrics_filters"] = parse_option(
+            "openmetrics_filters", args.openmetrics_filter, "--openmetrics-filter"
+        )
+    if args.openmetrics_filters:
+        options["openmetrics_filters"] = parse_option(
+            "openmetrics_filters", args.openmetrics_filters, "--openmetrics-filters"
+        )
+    if args.openmetrics_header:
+        headers: dict[str, dict[str, str]] = {}
+        for item in args.openmetrics_header:
+            name, sep, header = item.partition("=")
+            field, colon, value = header.partition(":")
+            if not sep or not colon:
+                # The value may be a secret: name the shape, not the text.
+                raise ValueError(
+                    f"--openmetrics-header for {name!r} is not valid: expected NAME=HEADER:VALUE"
+                )
+            headers.setdefault(name, {})[field.strip()] = value.strip()
+        options["openmetrics_headers"] = parse_option("openmetrics_headers", headers, "--openmetrics-header")
     return options
 
 
@@ -252,9 +312,15 @@ def _detect() -> int:
     options = resolve_options({})
     width = max(len(name) for name in SOURCE_FACTORIES)
     for name in SOURCE_FACTORIES:
-        reason = build_source(name, options).probe()
+        source = build_source(name, options)
+        reason = source.probe()
         state = "available" if reason is None else f"unavailable: {reason}"
         print(f"{name:<{width}}  {state}")
+        check = getattr(source, "check", None)
+        if reason is None and check is not None:
+            for endpoint, error in check().items():
+                print(f"{'':<{width}}    {endpoint}: {'answers' if error is None else error}")
+        source.close()
     return 0
 
 

@@ -34,12 +34,18 @@ def option_table() -> str:
     lines = ["| option | variable | default | meaning |", "| --- | --- | --- | --- |"]
     for spec in OPTION_SPECS:
         default = getattr(defaults, spec.name)
-        if isinstance(default, tuple):
+        if isinstance(default, tuple | dict):
             shown = ", ".join(default) if default else "(none)"
         elif default is None:
-            shown = {"sources": "every available", "pid": "this process"}.get(spec.name, "–")
+            shown = {
+                "sources": "every available",
+                "pid": "this process",
+                "openmetrics_interval": "sampling_interval",
+            }.get(spec.name, "–")
+        elif isinstance(default, bool):
+            shown = str(default).lower()
         else:
-            shown = str(default).lower() if isinstance(default, bool) else f"{default:g}"
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
         shown = shown.replace("|", "\\|")
         lines.append(f"| `{spec.name}` | `{spec.env}` | `{shown}` | {spec.help} |")
     return "\n".join(lines)

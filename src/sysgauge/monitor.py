@@ -49,11 +49,29 @@ class SystemMonitor:
         self._closed = False
         # OTEL_SDK_DISABLED=true, or a provider already shut down: nothing would ever be collected.
         self.enabled = not isinstance(meter, NoOpMeter)
+        self._meter = meter
+        self._registered = {spec.name for spec in self.specs}
         if self.enabled:
             register(meter, self.specs, self.sampler)
+            if any(getattr(source, "dynamic", False) for source in self.sources):
+                self.sampler.add_listener(self._register_new_specs)
             self.sampler.start()
         else:
             self.sampler.shutdown()
+
+    def _register_new_specs(self, _sample: object) -> None:
+        # Scraped endpoints reveal their metric names only when they answer: instruments come as they do.
+        new = [
+            spec
+            for source in self.sources
+            if getattr(source, "dynamic", False)
+            for spec in source.specs()
+            if spec.name not in self._registered
+        ]
+        if new:
+            self._registered.update(spec.name for spec in new)
+            self.specs.extend(new)
+            register(self._meter, new, self.sampler)
 
     def shutdown(self) -> None:
         """Stop sampling; the instruments report nothing from now on. Idempotent; joins within 1 s."""

@@ -6,23 +6,30 @@ variable) and what it accepts. The README's configuration table is generated fro
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sysgauge.metrics import DEFAULT_PEAKS
 
 _logger = logging.getLogger("sysgauge")
 
+# A list of name regexes, or {name regex: {label: value regex}} (docs/openmetrics.md).
+OpenMetricsFilters = tuple[str, ...] | Mapping[str, Mapping[str, str]]
+
 ENV_PREFIX = "SYSGAUGE_"
 MAX_INTERVAL_S = 3600.0
 MAX_WINDOW_S = 86400.0
 # Every host source; the default `sources` is "all of these that are available here".
-SOURCE_NAMES: tuple[str, ...] = ("cpu", "memory", "disk", "network", "process")
+SOURCE_NAMES: tuple[str, ...] = ("cpu", "memory", "disk", "network", "process", "openmetrics")
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -42,6 +49,13 @@ class Options:
     network_exclude: tuple[str, ...] = ("lo",)
     peaks: tuple[str, ...] = DEFAULT_PEAKS
     cgroup: bool = True
+    openmetrics_endpoints: Mapping[str, str] = field(default_factory=dict)
+    openmetrics_filters: OpenMetricsFilters = ()
+    openmetrics_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    openmetrics_interval: float | None = None
+    openmetrics_timeout: float = 3.0
+    openmetrics_max_bytes: int = 10_000_000
+    openmetrics_max_series: int = 2000
 
     @property
     def window_samples(self) -> int:
@@ -159,6 +173,97 @@ def _peaks(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _json(value: Any, what: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise _Invalid(f"{what} as JSON") from None
+    return value
+
+
+def _string_map(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise _Invalid(what)
+    return dict(value)
+
+
+def _endpoints(value: Any) -> dict[str, str]:
+    what = 'a mapping {name: "http(s)://host:port/metrics"}'
+    endpoints = _string_map(_json(value, what), what)
+    for name, url in endpoints.items():
+        if not _ENDPOINT_NAME.fullmatch(name):
+            raise _Invalid(f"{what} with names of letters, digits, '_', '.', '-' (not {name!r})")
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise _Invalid(f"{what}; only http and https URLs with a host are accepted (not {url!r})")
+    return endpoints
+
+
+def _filters(value: Any) -> OpenMetricsFilters:
+    what = "a list of regexes, or a mapping {name regex: {label: value regex}}"
+    value = _json(value, what)
+    if isinstance(value, Mapping):
+        result: dict[str, dict[str, str]] = {}
+        for pattern, labels in value.items():
+            if not isinstance(pattern, str):
+                raise _Invalid(what)
+            result[pattern] = _string_map(labels, what)
+            for regex in (pattern, *result[pattern].values()):
+                _compile(regex)
+        return result
+    patterns = _strings(value, "regexes") if isinstance(value, list | tuple) else None
+    if patterns is None:
+        raise _Invalid(what)
+    for pattern in patterns:
+        _compile(pattern)
+    return patterns
+
+
+def _compile(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise _Invalid(f"valid regular expressions ({pattern!r}: {exc})") from None
+
+
+def _headers(value: Any) -> dict[str, dict[str, str]]:
+    what = 'a mapping {endpoint name: {"Header-Name": "value"}}'
+    value = _json(value, what)
+    if not isinstance(value, Mapping):
+        raise _Invalid(what)
+    headers: dict[str, dict[str, str]] = {}
+    for endpoint, fields_ in value.items():
+        if not isinstance(endpoint, str):
+            raise _Invalid(what)
+        headers[endpoint] = _string_map(fields_, what)
+        for name, text in headers[endpoint].items():
+            if not _HEADER_NAME.fullmatch(name) or any(c in text for c in "\r\n\x00"):
+                raise _Invalid(f"{what} with valid header names and single-line values")
+    return headers
+
+
+def _optional_interval(value: Any) -> float | None:
+    return None if value is None else _interval(value)
+
+
+def _positive_int(limit: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise _Invalid(f"a whole number from 1 to {limit}")
+        try:
+            number = int(value.strip()) if isinstance(value, str) else value
+        except ValueError:
+            raise _Invalid(f"a whole number from 1 to {limit}") from None
+        if not isinstance(number, int) or not 1 <= number <= limit:
+            raise _Invalid(f"a whole number from 1 to {limit}")
+        return number
+
+    return parse
+
+
 @dataclass(frozen=True)
 class OptionSpec:
     name: str
@@ -193,6 +298,33 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("network_exclude", _patterns, "interfaces to leave out (full-match regexes)"),
     OptionSpec("peaks", _peaks, "gauges that also report their window maximum as sysgauge.peak.*"),
     OptionSpec("cgroup", _boolean, "relate memory and process CPU to the cgroup v2 limits when finite"),
+    OptionSpec(
+        "openmetrics_endpoints",
+        _endpoints,
+        "Prometheus/OpenMetrics endpoints to scrape, "
+        '`{"name": "http://host:port/metrics"}` (JSON in the variable)',
+    ),
+    OptionSpec(
+        "openmetrics_filters",
+        _filters,
+        "which scraped metrics to keep: a list of regexes, or "
+        "`{name regex: {label: value regex}}`; empty = all (docs/openmetrics.md)",
+    ),
+    OptionSpec(
+        "openmetrics_headers",
+        _headers,
+        'HTTP headers per endpoint, `{"name": {"Authorization": "Bearer ..."}}`; never logged',
+    ),
+    OptionSpec(
+        "openmetrics_interval", _optional_interval, "seconds between scrapes; default sampling_interval"
+    ),
+    OptionSpec("openmetrics_timeout", _interval, "seconds one scrape may take"),
+    OptionSpec("openmetrics_max_bytes", _positive_int(2**31), "largest response accepted, in bytes"),
+    OptionSpec(
+        "openmetrics_max_series",
+        _positive_int(10**6),
+        "series kept per endpoint; past it, new series are dropped (warned once)",
+    ),
 )
 _BY_NAME = {spec.name: spec for spec in OPTION_SPECS}
 assert set(_BY_NAME) == {f.name for f in fields(Options)}, "every Options field needs an OptionSpec"

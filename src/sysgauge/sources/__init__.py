@@ -15,6 +15,7 @@ from sysgauge.sources.cpu import CpuSource
 from sysgauge.sources.disk import DiskSource
 from sysgauge.sources.memory import MemorySource
 from sysgauge.sources.network import NetworkSource
+from sysgauge.sources.openmetrics import OpenMetricsSource
 from sysgauge.sources.process import ProcessSource
 
 __all__ = ["SOURCE_FACTORIES", "Reading", "Source", "build_source"]
@@ -34,6 +35,15 @@ SOURCE_FACTORIES: dict[str, Callable[[Options, Any], Source]] = {
     "disk": lambda o, ps: DiskSource(ps, paths=o.disk_paths, include=o.disk_include, exclude=o.disk_exclude),
     "network": lambda o, ps: NetworkSource(ps, include=o.network_include, exclude=o.network_exclude),
     "process": lambda o, ps: ProcessSource(ps, pid=_pid(o), tree=o.process_tree, cgroup=_cgroup(o)),
+    "openmetrics": lambda o, ps: OpenMetricsSource(
+        o.openmetrics_endpoints,
+        o.openmetrics_filters,
+        o.openmetrics_headers,
+        interval=o.openmetrics_interval or o.sampling_interval,
+        timeout=o.openmetrics_timeout,
+        max_bytes=o.openmetrics_max_bytes,
+        max_series=o.openmetrics_max_series,
+    ),
 }
 assert tuple(SOURCE_FACTORIES) == SOURCE_NAMES
 

@@ -1,0 +1,65 @@
+"""A real HTTP server on loopback whose answers a test scripts (status, body, headers, delays)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Reply:
+    body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/plain; version=0.0.4"})
+    hang: float = 0.0  # seconds to wait before answering
+    truncate_to: int | None = None  # send a Content-Length larger than the body actually sent
+
+
+@dataclass
+class Server:
+    url: str
+    reply: Reply
+    requests: list[dict[str, str]] = field(default_factory=list)
+    stop_hanging: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def serve(reply: Reply | None = None) -> Iterator[Server]:
+    state = Server(url="", reply=reply or Reply())
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            state.requests.append({k.lower(): v for k, v in self.headers.items()})
+            current = state.reply
+            if current.hang:
+                state.stop_hanging.wait(current.hang)
+            body = current.body
+            self.send_response(current.status)
+            for key, value in current.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body if current.truncate_to is None else body[: current.truncate_to])
+            self.wfile.flush()
+            if current.truncate_to is not None:
+                self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    try:
+        yield state
+    finally:
+        state.stop_hanging.set()
+        server.shutdown()
+        server.server_close()
