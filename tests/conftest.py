@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+
+from tests.nvml_fake.scenario import CompilerMissing, FakeNvml, build
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -56,3 +59,34 @@ def metric_names(data: MetricsData | None) -> set[str]:
         for sm in rm.scope_metrics:
             names.update(m.name for m in sm.metrics)
     return names
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_library(tmp_path_factory: pytest.TempPathFactory) -> FakeNvml:
+    """The fake libnvidia-ml.so.1, built with gcc and loaded into this process once."""
+    try:
+        library = build("current")
+    except CompilerMissing as exc:
+        message = f"{exc} (Debian package gcc; ./scripts/test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return FakeNvml(library, tmp_path_factory.mktemp("nvml"))
+
+
+@pytest.fixture
+def use_scenario(
+    fake_nvml_library: FakeNvml, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[dict[str, Any]], FakeNvml]]:
+    """use_scenario(dict) points the fake at that scenario (read at the next nvmlInit)."""
+
+    def use(scenario: dict[str, Any]) -> FakeNvml:
+        monkeypatch.setenv("FAKE_NVML_SCENARIO", str(fake_nvml_library.write(scenario)))
+        fake_nvml_library.reset_counts()
+        return fake_nvml_library
+
+    yield use
+    from sysgauge.sources import _nvml
+
+    # Every test must shut down what it started, or the next scenario would never be read.
+    assert _nvml._init_users == 0, "NVML left initialized: a monitor or source was not shut down"

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from opentelemetry.semconv._incubating.metrics import process_metrics, system_metrics
+from opentelemetry.semconv._incubating.metrics import hw_metrics, process_metrics, system_metrics
 
 from sysgauge import metrics as m
 from sysgauge.metric_table import (
@@ -24,7 +24,7 @@ from tests.fakes import FakePsutil, fake_children
 README = Path(__file__).resolve().parent.parent / "README.md"
 SEMCONV_NAMES = {
     value
-    for module in (system_metrics, process_metrics)
+    for module in (system_metrics, process_metrics, hw_metrics)
     for key, value in vars(module).items()
     if key.isupper()
 }
@@ -40,8 +40,9 @@ def emitted_by(name: str) -> set[str]:
     return {reading.spec.name for reading in source.read()}
 
 
-# openmetrics declares its metrics as endpoints reveal them (tests/sources/test_openmetrics.py).
-@pytest.mark.parametrize("source", [name for name in SOURCE_NAMES if name != "openmetrics"])
+# openmetrics declares its metrics as endpoints reveal them (tests/sources/test_openmetrics.py); nvidia reads
+# the fake NVML library (its contract test is in tests/sources/test_nvidia.py).
+@pytest.mark.parametrize("source", [name for name in SOURCE_NAMES if name not in ("openmetrics", "nvidia")])
 def test_each_source_emits_exactly_its_declared_metrics(source: str) -> None:
     declared = {spec.name for spec in m.specs_of(source)}
     assert emitted_by(source) == declared
@@ -55,7 +56,9 @@ def test_names_are_semconv_or_prefixed() -> None:
 
 def test_units_are_ucum() -> None:
     for spec in m.ALL_SPECS:
-        assert spec.unit in {"1", "By", "s"} or re.fullmatch(r"\{[a-z_]+\}", spec.unit), (
+        assert spec.unit in {"1", "By", "s", "Cel", "W", "J", "Hz"} or re.fullmatch(
+            r"\{[a-z_]+\}", spec.unit
+        ), (
             spec.name,
             spec.unit,
         )
@@ -67,8 +70,8 @@ def test_kinds_and_aggregations_agree() -> None:
             assert spec.aggregation is m.Aggregation.LAST, spec.name  # counters report the cumulative value
         if spec.aggregation is m.Aggregation.RATE:
             assert spec.kind is m.InstrumentKind.GAUGE and spec.unit == "1", spec.name
-        if spec.unit == "1":
-            assert spec.kind is m.InstrumentKind.GAUGE, spec.name
+        if spec.unit == "1" and spec.aggregation is not m.Aggregation.LAST:
+            assert spec.kind is m.InstrumentKind.GAUGE, spec.name  # sampled fractions are gauges
 
 
 def test_seed_metrics_are_all_declared() -> None:

@@ -63,7 +63,7 @@ def test_environment_sets_every_option_and_keywords_win() -> None:
         (
             {"sources": ["cpu", "gpu"]},
             r"sources=\['cpu', 'gpu'\] is not valid: expected source names from "
-            r"cpu, memory, disk, network, process, openmetrics \(unknown: gpu\)",
+            r"cpu, memory, disk, network, process, nvidia, openmetrics \(unknown: gpu\)",
         ),
         ({"sources": []}, r"at least one source name"),
         ({"pid": -5}, r"pid=-5 is not valid: expected a process id"),

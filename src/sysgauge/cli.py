@@ -316,6 +316,10 @@ def _detect() -> int:
         reason = source.probe()
         state = "available" if reason is None else f"unavailable: {reason}"
         print(f"{name:<{width}}  {state}")
+        describe = getattr(source, "describe", None)
+        if reason is None and describe is not None:
+            for line in describe().splitlines():
+                print(f"{'':<{width}}    {line}")
         check = getattr(source, "check", None)
         if reason is None and check is not None:
             for endpoint, error in check().items():

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from opentelemetry.semconv._incubating.attributes import (
     cpu_attributes,
     disk_attributes,
+    hw_attributes,
     network_attributes,
     process_attributes,
     system_attributes,
 )
+from opentelemetry.semconv._incubating.metrics import hw_metrics as hm
 from opentelemetry.semconv._incubating.metrics import process_metrics as pm
 from opentelemetry.semconv._incubating.metrics import system_metrics as sm
+from opentelemetry.semconv.attributes import error_attributes
 
 CPU_MODE = cpu_attributes.CPU_MODE
 CPU_LOGICAL_NUMBER = cpu_attributes.CPU_LOGICAL_NUMBER
@@ -32,6 +35,20 @@ DISK_IO_DIRECTION = disk_attributes.DISK_IO_DIRECTION
 NETWORK_INTERFACE = network_attributes.NETWORK_INTERFACE_NAME
 NETWORK_IO_DIRECTION = network_attributes.NETWORK_IO_DIRECTION
 CONTEXT_SWITCH_TYPE = process_attributes.PROCESS_CONTEXT_SWITCH_TYPE
+
+HW_ID = hw_attributes.HW_ID
+HW_NAME = hw_attributes.HW_NAME
+HW_VENDOR = hw_attributes.HW_VENDOR
+HW_MODEL = hw_attributes.HW_MODEL
+HW_TYPE = hw_attributes.HW_TYPE
+HW_PARENT = hw_attributes.HW_PARENT
+HW_STATE = hw_attributes.HW_STATE
+HW_GPU_TASK = hw_attributes.HW_GPU_TASK
+ERROR_TYPE = error_attributes.ERROR_TYPE
+GPU_INDEX = "sysgauge.gpu.index"
+GPU_PCI_BUS_ID = "sysgauge.gpu.pci_bus_id"
+GPU_CLOCK = "sysgauge.gpu.clock"
+GPU_CLOCK_EVENT_REASON = "sysgauge.gpu.clock_event.reason"
 
 PEAK_PREFIX = "sysgauge.peak."
 
@@ -382,6 +399,203 @@ SYSGAUGE_PROCESS_COUNT = MetricSpec(
     LAST,
 )
 
+# --- NVIDIA GPUs (NVML) --------------------------------------------------------------------------
+# Every GPU point carries the device's identity; MIG instances add hw.parent = their GPU's UUID.
+_GPU = (HW_ID, HW_NAME, HW_VENDOR, HW_MODEL, HW_TYPE, HW_PARENT, GPU_INDEX, GPU_PCI_BUS_ID)
+HW_GPU_UTILIZATION = MetricSpec(
+    hm.HW_GPU_UTILIZATION,
+    G,
+    "1",
+    "Fraction of time a kernel (general), the encoder or the decoder was busy; not reported for MIG.",
+    (*_GPU, HW_GPU_TASK),
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.gpu` = 100 × value{hw.gpu.task=general}",
+)
+GPU_MEMORY_CONTROLLER_UTILIZATION = MetricSpec(
+    "sysgauge.gpu.memory_controller.utilization",
+    G,
+    "1",
+    "Fraction of time device memory was being read or written (NVML's memory utilization).",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.memory` = 100 × value",
+)
+HW_GPU_MEMORY_USAGE = MetricSpec(
+    hm.HW_GPU_MEMORY_USAGE,
+    U,
+    "By",
+    "Device memory allocated (reserved memory not counted, where the driver tells).",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.memoryAllocatedBytes` = value",
+)
+HW_GPU_MEMORY_LIMIT = MetricSpec(
+    hm.HW_GPU_MEMORY_LIMIT,
+    U,
+    "By",
+    "Device memory in total.",
+    _GPU,
+    "nvidia",
+    LAST,
+)
+HW_GPU_MEMORY_UTILIZATION = MetricSpec(
+    hm.HW_GPU_MEMORY_UTILIZATION,
+    G,
+    "1",
+    "Device memory allocated as a fraction of the total.",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.memoryAllocated` = 100 × value",
+)
+HW_TEMPERATURE = MetricSpec(
+    hm.HW_TEMPERATURE,
+    G,
+    "Cel",
+    "GPU die temperature.",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.temp` = value",
+)
+HW_POWER = MetricSpec(
+    hm.HW_POWER,
+    G,
+    "W",
+    "Power drawn by the GPU board.",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.powerWatts` = value",
+)
+HW_ENERGY = MetricSpec(
+    hm.HW_ENERGY,
+    C,
+    "J",
+    "Energy used by the GPU since monitoring began on a driver load (never goes backwards).",
+    _GPU,
+    "nvidia",
+    LAST,
+)
+GPU_POWER_LIMIT = MetricSpec(
+    "sysgauge.gpu.power.limit",
+    U,
+    "W",
+    "Enforced power limit of the GPU.",
+    _GPU,
+    "nvidia",
+    LAST,
+    wandb="`gpu.{i}.enforcedPowerLimitWatts` = value",
+)
+GPU_POWER_UTILIZATION = MetricSpec(
+    "sysgauge.gpu.power.utilization",
+    G,
+    "1",
+    "Power drawn as a fraction of the enforced limit.",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.powerPercent` = 100 × value",
+)
+GPU_CLOCK_FREQUENCY = MetricSpec(
+    "sysgauge.gpu.clock.frequency",
+    G,
+    "Hz",
+    "SM and memory clock frequencies.",
+    (*_GPU, GPU_CLOCK),
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.smClock` / `memoryClock` (MHz) = value{sysgauge.gpu.clock=sm|memory} ÷ 10^6",
+)
+HW_FAN_SPEED_RATIO = MetricSpec(
+    hm.HW_FAN_SPEED_RATIO,
+    G,
+    "1",
+    "Fan speed as a fraction of its maximum (may exceed 1).",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.{i}.fanSpeed` = 100 × value",
+)
+HW_GPU_IO = MetricSpec(
+    hm.HW_GPU_IO,
+    C,
+    "By",
+    "Bytes the GPU sent and received over PCIe.",
+    (*_GPU, NETWORK_IO_DIRECTION),
+    "nvidia",
+    LAST,
+)
+GPU_NVLINK_IO = MetricSpec(
+    "sysgauge.gpu.nvlink.io",
+    C,
+    "By",
+    "Bytes the GPU sent and received over all its NVLink links.",
+    (*_GPU, NETWORK_IO_DIRECTION),
+    "nvidia",
+    LAST,
+)
+HW_ERRORS = MetricSpec(
+    hm.HW_ERRORS,
+    C,
+    "{error}",
+    "Corrected and uncorrected ECC memory errors over the GPU's life (aggregate).",
+    (*_GPU, ERROR_TYPE),
+    "nvidia",
+    LAST,
+    wandb="`gpu.{i}.correctedMemoryErrors` / `uncorrectedMemoryErrors` (wandb: since driver load)",
+)
+GPU_CLOCK_EVENT_ACTIVE = MetricSpec(
+    "sysgauge.gpu.clock_event.active",
+    G,
+    "1",
+    "Fraction of samples in which each clock event (throttle) reason was active.",
+    (*_GPU, GPU_CLOCK_EVENT_REASON),
+    "nvidia",
+    MEAN,
+)
+HW_STATUS = MetricSpec(
+    hm.HW_STATUS,
+    U,
+    "1",
+    "1 for the GPU's current state (ok, or failed when the GPU is lost), 0 for the other.",
+    (*_GPU, HW_STATE),
+    "nvidia",
+    LAST,
+)
+PROCESS_GPU_MEMORY_USAGE = MetricSpec(
+    "sysgauge.process.gpu.memory.usage",
+    U,
+    "By",
+    "Device memory used by the monitored process tree on each GPU it uses.",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.process.{i}.memoryAllocatedBytes` = value",
+)
+PROCESS_GPU_UTILIZATION = MetricSpec(
+    "sysgauge.process.gpu.utilization",
+    G,
+    "1",
+    "SM utilization of the monitored process tree on each GPU it uses.",
+    _GPU,
+    "nvidia",
+    MEAN,
+    wandb="`gpu.process.{i}.gpu` = 100 × value",
+)
+PROCESS_GPU_IN_USE = MetricSpec(
+    "sysgauge.process.gpu.in_use",
+    G,
+    "1",
+    'Fraction of samples in which the monitored process tree had a process on the GPU ("GPUs my run uses").',
+    _GPU,
+    "nvidia",
+    MEAN,
+)
+
 ALL_SPECS: tuple[MetricSpec, ...] = (
     SYSTEM_CPU_TIME,
     SYSTEM_CPU_UTILIZATION,
@@ -412,12 +626,37 @@ ALL_SPECS: tuple[MetricSpec, ...] = (
     PROCESS_DISK_IO,
     PROCESS_CONTEXT_SWITCHES,
     SYSGAUGE_PROCESS_COUNT,
+    HW_GPU_UTILIZATION,
+    GPU_MEMORY_CONTROLLER_UTILIZATION,
+    HW_GPU_MEMORY_USAGE,
+    HW_GPU_MEMORY_LIMIT,
+    HW_GPU_MEMORY_UTILIZATION,
+    HW_TEMPERATURE,
+    HW_POWER,
+    HW_ENERGY,
+    GPU_POWER_LIMIT,
+    GPU_POWER_UTILIZATION,
+    GPU_CLOCK_FREQUENCY,
+    HW_FAN_SPEED_RATIO,
+    HW_GPU_IO,
+    GPU_NVLINK_IO,
+    HW_ERRORS,
+    GPU_CLOCK_EVENT_ACTIVE,
+    HW_STATUS,
+    PROCESS_GPU_MEMORY_USAGE,
+    PROCESS_GPU_UTILIZATION,
+    PROCESS_GPU_IN_USE,
 )
 
 SPECS_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_SPECS}
 
 # Gauges whose window maximum is reported by default (what ML users ask for: peak memory).
-DEFAULT_PEAKS: tuple[str, ...] = (PROCESS_MEMORY_USAGE.name, SYSTEM_MEMORY_USAGE.name)
+DEFAULT_PEAKS: tuple[str, ...] = (
+    PROCESS_MEMORY_USAGE.name,
+    SYSTEM_MEMORY_USAGE.name,
+    HW_GPU_MEMORY_USAGE.name,
+    PROCESS_GPU_MEMORY_USAGE.name,
+)
 
 
 def specs_of(source: str) -> tuple[MetricSpec, ...]:

@@ -27,7 +27,7 @@ ENV_PREFIX = "SYSGAUGE_"
 MAX_INTERVAL_S = 3600.0
 MAX_WINDOW_S = 86400.0
 # Every host source; the default `sources` is "all of these that are available here".
-SOURCE_NAMES: tuple[str, ...] = ("cpu", "memory", "disk", "network", "process", "openmetrics")
+SOURCE_NAMES: tuple[str, ...] = ("cpu", "memory", "disk", "network", "process", "nvidia", "openmetrics")
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 _TRUE = {"1", "true", "yes", "on"}
@@ -49,6 +49,7 @@ class Options:
     network_exclude: tuple[str, ...] = ("lo",)
     peaks: tuple[str, ...] = DEFAULT_PEAKS
     cgroup: bool = True
+    nvidia_processes: bool = True
     openmetrics_endpoints: Mapping[str, str] = field(default_factory=dict)
     openmetrics_filters: OpenMetricsFilters = ()
     openmetrics_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -298,6 +299,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("network_exclude", _patterns, "interfaces to leave out (full-match regexes)"),
     OptionSpec("peaks", _peaks, "gauges that also report their window maximum as sysgauge.peak.*"),
     OptionSpec("cgroup", _boolean, "relate memory and process CPU to the cgroup v2 limits when finite"),
+    OptionSpec(
+        "nvidia_processes",
+        _boolean,
+        "report the GPU memory and SM use of the monitored process tree per GPU (sysgauge.process.gpu.*)",
+    ),
     OptionSpec(
         "openmetrics_endpoints",
         _endpoints,

@@ -15,6 +15,7 @@ from sysgauge.sources.cpu import CpuSource
 from sysgauge.sources.disk import DiskSource
 from sysgauge.sources.memory import MemorySource
 from sysgauge.sources.network import NetworkSource
+from sysgauge.sources.nvidia import NvidiaSource
 from sysgauge.sources.openmetrics import OpenMetricsSource
 from sysgauge.sources.process import ProcessSource
 
@@ -35,6 +36,7 @@ SOURCE_FACTORIES: dict[str, Callable[[Options, Any], Source]] = {
     "disk": lambda o, ps: DiskSource(ps, paths=o.disk_paths, include=o.disk_include, exclude=o.disk_exclude),
     "network": lambda o, ps: NetworkSource(ps, include=o.network_include, exclude=o.network_exclude),
     "process": lambda o, ps: ProcessSource(ps, pid=_pid(o), tree=o.process_tree, cgroup=_cgroup(o)),
+    "nvidia": lambda o, ps: NvidiaSource(pid=_pid(o), tree=o.process_tree, processes=o.nvidia_processes),
     "openmetrics": lambda o, ps: OpenMetricsSource(
         o.openmetrics_endpoints,
         o.openmetrics_filters,

@@ -62,6 +62,38 @@ def procfs_children(proc: str = "/proc") -> ChildrenOf:
     return children_of
 
 
+def walk_tree(root: int, children_of: ChildrenOf) -> list[int]:
+    """The root and every descendant, breadth first; members that exit mid-walk are passed over."""
+    pids = [root]
+    seen = {root}
+    index = 0
+    while index < len(pids):
+        try:
+            children = children_of(pids[index])
+        except OSError:
+            children = []
+        for child in children:
+            if child not in seen:
+                seen.add(child)
+                pids.append(child)
+        index += 1
+    return pids
+
+
+def default_children_of(ps: Any) -> ChildrenOf:
+    """procfs where the kernel offers children files, else psutil's per-process children()."""
+    if _procfs_has_children_files():
+        return procfs_children()
+
+    def children_of(pid: int) -> list[int]:
+        try:
+            return [child.pid for child in ps.Process(pid).children()]
+        except (ps.NoSuchProcess, ps.AccessDenied):
+            return []
+
+    return children_of
+
+
 def _procfs_has_children_files(proc: str = "/proc") -> bool:
     pid = os.getpid()
     return os.path.exists(f"{proc}/{pid}/task/{pid}/children")
@@ -82,9 +114,7 @@ class ProcessSource:
         self._pid = pid
         self._tree = tree
         self._cgroup = cgroup
-        if children_of is None:
-            children_of = procfs_children() if _procfs_has_children_files() else self._psutil_children
-        self._children_of = children_of
+        self._children_of = children_of or default_children_of(ps)
         self._processes: dict[int, Any] = {}
         self._last: dict[tuple[int, float], _Counters] = {}
         self._departed = _Counters()
@@ -192,20 +222,8 @@ class ProcessSource:
             return None
         if not self._tree:
             return [self._pid]
-        pids = [self._pid]
-        seen = {self._pid}
-        index = 0
-        while index < len(pids):
-            try:
-                children = self._children_of(pids[index])
-            except OSError:
-                children = []  # it exited while we walked
-            for child in children:
-                if child not in seen:
-                    seen.add(child)
-                    pids.append(child)
-            index += 1
-        for gone in set(self._processes) - seen:
+        pids = walk_tree(self._pid, self._children_of)
+        for gone in set(self._processes) - set(pids):
             del self._processes[gone]
         return pids
 
@@ -240,12 +258,6 @@ class ProcessSource:
             "such processes are skipped",
             pid,
         )
-
-    def _psutil_children(self, pid: int) -> list[int]:
-        try:
-            return [child.pid for child in self._ps.Process(pid).children()]
-        except (self._ps.NoSuchProcess, self._ps.AccessDenied):
-            return []
 
     def _capacity(self) -> tuple[float, float]:
         """CPUs and memory available to the root: affinity and the cgroup v2 limits where finite."""
