@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from sysgauge._logonce import LogOnce
@@ -58,6 +59,8 @@ class Nvml:
         self._log = LogOnce(_logger)
         self._initialized = False
         self.calls = 0  # NVML calls made, for benchmarks
+        # Seconds per call by C symbol, when a caller (scripts/gpu-check) asks for them.
+        self.timings: dict[str, list[float]] | None = None
 
     @property
     def module(self) -> Any:
@@ -118,8 +121,12 @@ class Nvml:
             return None
         module = self.module
         self.calls += 1
+        started = time.perf_counter() if self.timings is not None else 0.0
         try:
-            return getattr(module, function)(*args, **kwargs)
+            result = getattr(module, function)(*args, **kwargs)
+            if self.timings is not None:
+                self.timings.setdefault(key, []).append(time.perf_counter() - started)
+            return result
         except module.NVMLError as exc:
             code = getattr(exc, "value", None)
             if code == FUNCTION_NOT_FOUND:

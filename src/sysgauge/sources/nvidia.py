@@ -32,6 +32,13 @@ _MEMORY_V2 = 0x02000028
 _UNAVAILABLE_MEMORY = 2**64 - 1
 _MAX_BACKOFF_S = 60.0
 
+_TRAFFIC = (
+    (_FIELD_PCIE_TX, m.HW_GPU_IO, "transmit", 1.0),
+    (_FIELD_PCIE_RX, m.HW_GPU_IO, "receive", 1.0),
+    (_FIELD_NVLINK_TX_KIB, m.GPU_NVLINK_IO, "transmit", 1024.0),
+    (_FIELD_NVLINK_RX_KIB, m.GPU_NVLINK_IO, "receive", 1024.0),
+)
+
 # Clock event (throttle) reason bits, nvml.h's nvmlClocksEventReason*.
 CLOCK_EVENT_REASONS: tuple[tuple[str, int], ...] = (
     ("gpu_idle", 0x1),
@@ -75,13 +82,12 @@ class _Device:
     energy_last: float | None = None
     samples_seen_us: int = 0
     fields: list[Any] | None = None  # field ids this device answers, learned on the first read
-    attrs: dict[str, Attributes] = field(default_factory=dict)
+    attrs: dict[tuple[str, str], Attributes] = field(default_factory=dict)
 
     def with_(self, key: str, value: str) -> Attributes:
-        cache_key = f"{key}={value}"
-        attrs = self.attrs.get(cache_key)
+        attrs = self.attrs.get((key, value))
         if attrs is None:
-            attrs = self.attrs[cache_key] = (*self.identity, (key, value))
+            attrs = self.attrs[(key, value)] = (*self.identity, (key, value))
         return attrs
 
 
@@ -385,25 +391,23 @@ class NvidiaSource:
         values = nvml.call("nvmlDeviceGetFieldValues", h, device.fields, device=key)
         if values is None:
             return []
-        totals: dict[tuple[m.MetricSpec, str], float] = {}
+        # Field id -> running total; NVLink counts KiB per link.
+        totals: dict[int, float] = {}
         answered = []
         for requested, value in zip(device.fields, values, strict=True):
             if value.nvmlReturn != 0:
                 continue  # this field is not there on this board: ask for it no more
             answered.append(requested)
-            field_id = value.fieldId
-            amount = float(value.value.ullVal)
-            if field_id in (_FIELD_PCIE_TX, _FIELD_PCIE_RX):
-                spec, direction = m.HW_GPU_IO, "transmit" if field_id == _FIELD_PCIE_TX else "receive"
-            else:
-                spec, amount = m.GPU_NVLINK_IO, amount * 1024
-                direction = "transmit" if field_id == _FIELD_NVLINK_TX_KIB else "receive"
-            totals[(spec, direction)] = totals.get((spec, direction), 0.0) + amount
+            field_id = requested if isinstance(requested, int) else requested[0]
+            totals[field_id] = totals.get(field_id, 0.0) + value.value.ullVal
         device.fields = answered
-        return [
-            Reading(spec, amount, device.with_(m.NETWORK_IO_DIRECTION, direction))
-            for (spec, direction), amount in totals.items()
-        ]
+        out = []
+        for field_id, spec, direction, scale in _TRAFFIC:
+            if field_id in totals:
+                out.append(
+                    Reading(spec, totals[field_id] * scale, device.with_(m.NETWORK_IO_DIRECTION, direction))
+                )
+        return out
 
     def _process_use(self, device: _Device, tree: set[int]) -> list[Reading]:
         nvml, h, key = self._nvml, device.handle, device.key
