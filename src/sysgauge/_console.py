@@ -46,10 +46,28 @@ _PART_KEYS = frozenset(
         m.DISK_IO_DIRECTION,
         m.NETWORK_IO_DIRECTION,
         m.CONTEXT_SWITCH_TYPE,
+        m.HW_GPU_TASK,
+        m.GPU_CLOCK,
+        m.GPU_CLOCK_EVENT_REASON,
+        m.ERROR_TYPE,
+        m.HW_STATE,
     }
 )
-# Shown in the OTLP data, left out of the console for width: the mountpoint names the filesystem.
-_CONSOLE_HIDDEN = frozenset({m.FILESYSTEM_TYPE, m.FILESYSTEM_MODE})
+# Shown in the OTLP data, left out of the console for width: the mountpoint names the filesystem, hw.name
+# ("gpu0") the GPU.
+_CONSOLE_HIDDEN = frozenset(
+    {
+        m.FILESYSTEM_TYPE,
+        m.FILESYSTEM_MODE,
+        m.HW_ID,
+        m.HW_VENDOR,
+        m.HW_MODEL,
+        m.HW_TYPE,
+        m.HW_PARENT,
+        m.GPU_INDEX,
+        m.GPU_PCI_BUS_ID,
+    }
+)
 
 
 def render(metrics_data: MetricsData, window: float) -> str:

@@ -16,6 +16,14 @@ def human(value: float, unit: str) -> str:
         return f"{value:.0f} B{suffix}"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "Hz":
+        return f"{value / 1e6:.0f} MHz"
+    if unit == "Cel":
+        return f"{value:.0f} °C"
+    if unit == "W":
+        return f"{value:.1f} W"
+    if unit == "J":
+        return f"{value / 1e3:.1f} kJ" if abs(value) < 1e6 else f"{value / 1e6:.2f} MJ"
     if unit.startswith("{"):
         return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
     return f"{value:.4g} {unit}"

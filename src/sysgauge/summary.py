@@ -107,7 +107,10 @@ class RunSummary:
     end: float | None = None
     samples: int = 0
 
+    gpus: set[str] = field(default_factory=set)
+
     def __call__(self, sample: Sample) -> None:
+        self._add_gpus(sample)
         self.start = sample.time if self.start is None else self.start
         self.end = sample.time
         self.samples += 1
@@ -115,6 +118,37 @@ class RunSummary:
             value = line.extract(sample.values)
             if value is not None:
                 line.add(sample.time, value)
+
+    def _add_gpus(self, sample: Sample) -> None:
+        # GPUs join the summary as the NVIDIA source reports them: utilization, memory, power,
+        # temperature, and the memory the process tree uses there.
+        for (name, attrs), _ in sample.values.items():
+            if name != m.HW_GPU_MEMORY_USAGE.name:
+                continue
+            found = dict(attrs)
+            gpu_id = str(found.get(m.HW_ID))
+            if gpu_id in self.gpus:
+                continue
+            self.gpus.add(gpu_id)
+            label = str(found.get(m.HW_NAME, gpu_id))
+            ident = {m.HW_ID: gpu_id}
+            self.lines += [
+                _Line(
+                    f"{label} utilization",
+                    "1",
+                    _sum(m.HW_GPU_UTILIZATION.name, **ident, **{m.HW_GPU_TASK: "general"}),
+                    False,
+                ),
+                _Line(f"{label} memory", "By", _sum(m.HW_GPU_MEMORY_USAGE.name, **ident), False),
+                _Line(
+                    f"{label} memory used by the tree",
+                    "By",
+                    _sum(m.PROCESS_GPU_MEMORY_USAGE.name, **ident),
+                    False,
+                ),
+                _Line(f"{label} power", "W", _sum(m.HW_POWER.name, **ident), False),
+                _Line(f"{label} temperature", "Cel", _sum(m.HW_TEMPERATURE.name, **ident), False),
+            ]
 
     def rows(self) -> list[tuple[str, str, str]]:
         out = []
