@@ -49,6 +49,7 @@ GPU_INDEX = "sysgauge.gpu.index"
 GPU_PCI_BUS_ID = "sysgauge.gpu.pci_bus_id"
 GPU_CLOCK = "sysgauge.gpu.clock"
 GPU_CLOCK_EVENT_REASON = "sysgauge.gpu.clock_event.reason"
+GPU_XID = "sysgauge.gpu.xid"
 
 PEAK_PREFIX = "sysgauge.peak."
 
@@ -566,6 +567,16 @@ HW_STATUS = MetricSpec(
     "nvidia",
     LAST,
 )
+GPU_XID_ERRORS = MetricSpec(
+    "sysgauge.gpu.xid.errors",
+    C,
+    "{error}",
+    "XID critical errors the driver reported for the GPU since monitoring began, by XID code (opt-in: "
+    "nvidia_xid).",
+    (*_GPU, GPU_XID),
+    "nvidia",
+    LAST,
+)
 PROCESS_GPU_MEMORY_USAGE = MetricSpec(
     "sysgauge.process.gpu.memory.usage",
     U,
@@ -646,6 +657,7 @@ ALL_SPECS: tuple[MetricSpec, ...] = (
     PROCESS_GPU_MEMORY_USAGE,
     PROCESS_GPU_UTILIZATION,
     PROCESS_GPU_IN_USE,
+    GPU_XID_ERRORS,
 )
 
 SPECS_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_SPECS}

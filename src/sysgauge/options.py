@@ -50,6 +50,7 @@ class Options:
     peaks: tuple[str, ...] = DEFAULT_PEAKS
     cgroup: bool = True
     nvidia_processes: bool = True
+    nvidia_xid: bool = False
     openmetrics_endpoints: Mapping[str, str] = field(default_factory=dict)
     openmetrics_filters: OpenMetricsFilters = ()
     openmetrics_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -303,6 +304,11 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "nvidia_processes",
         _boolean,
         "report the GPU memory and SM use of the monitored process tree per GPU (sysgauge.process.gpu.*)",
+    ),
+    OptionSpec(
+        "nvidia_xid",
+        _boolean,
+        "count XID critical errors per GPU (sysgauge.gpu.xid.errors) from a driver event thread",
     ),
     OptionSpec(
         "openmetrics_endpoints",

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 typedef int nvmlReturn_t;
 enum {
@@ -40,7 +41,8 @@ enum {
     X(nvmlDeviceGetComputeRunningProcesses_v2) X(nvmlDeviceGetGraphicsRunningProcesses_v2) \
     X(nvmlDeviceGetProcessUtilization) X(nvmlDeviceGetMigMode) X(nvmlDeviceGetMaxMigDeviceCount) \
     X(nvmlDeviceGetMigDeviceHandleByIndex) X(nvmlDeviceIsMigDeviceHandle) \
-    X(nvmlDeviceGetDeviceHandleFromMigDeviceHandle) X(nvmlDeviceGetPcieThroughput)
+    X(nvmlDeviceGetDeviceHandleFromMigDeviceHandle) X(nvmlDeviceGetPcieThroughput) \
+    X(nvmlEventSetCreate) X(nvmlDeviceRegisterEvents) X(nvmlEventSetWait_v2) X(nvmlEventSetFree)
 
 #define AS_ENUM(name) F_##name,
 #define AS_NAME(name) #name,
@@ -63,10 +65,16 @@ typedef struct device {
     proc_t compute[MAX_PROCS], graphics[MAX_PROCS];
     sample_t samples[MAX_PROCS];
     int returns[F_COUNT];                  /* injected return code per function (0: behave) */
+    int xid_registered;
     long lost_after, calls;                /* GPU_IS_LOST once `calls` exceeds `lost_after` (-1: never) */
 } device_t;
 
 static device_t devices[MAX_DEVICES];
+
+/* Pending XID events (device index, code), delivered by nvmlEventSetWait_v2 in order. */
+#define MAX_EVENTS 256
+static struct { int device; unsigned long long xid; } events[MAX_EVENTS];
+static volatile int events_head, events_tail;
 static int device_count;                   /* GPUs; MIG devices live after them in `devices` */
 static int init_return;
 static int initialized;
@@ -153,6 +161,15 @@ static void set_line(const char *line) {
     if (strcmp(field, "processes.compute") == 0) { d->n_compute = parse_procs(value, d->compute); return; }
     if (strcmp(field, "processes.graphics") == 0) { d->n_graphics = parse_procs(value, d->graphics); return; }
     if (strcmp(field, "process_samples") == 0) { d->n_samples = parse_samples(value, d->samples); return; }
+    if (strcmp(field, "xid") == 0) {  /* a test raises an XID critical error on this device */
+        int next = (events_tail + 1) % MAX_EVENTS;
+        if (next != events_head) {
+            events[events_tail].device = index;
+            events[events_tail].xid = number;
+            events_tail = next;
+        }
+        return;
+    }
     int slot;
     if (sscanf(field, "mig.slot.%d", &slot) == 1 && slot >= 0 && slot < MAX_MIG) {
         d->mig_slots[slot] = (int)strtol(value, NULL, 0);
@@ -167,6 +184,7 @@ static void set_line(const char *line) {
 
 static void load_scenario(void) {
     reset_scenario();
+    events_head = events_tail = 0;
     const char *path = getenv("FAKE_NVML_SCENARIO");
     if (!path) return;
     FILE *file = fopen(path, "r");
@@ -495,4 +513,54 @@ nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(device_t *d, device_t 
     if (d->parent < 0) return INVALID_ARGUMENT;
     *parent = &devices[d->parent];
     return OK;
+}
+
+/* --- XID events --------------------------------------------------------------------------------- */
+typedef struct { int unused; } event_set_t;
+static event_set_t the_event_set;
+typedef struct {
+    device_t *device;
+    unsigned long long eventType, eventData;
+    unsigned int gpuInstanceId, computeInstanceId;
+} nvmlEventData_t;
+
+nvmlReturn_t nvmlEventSetCreate(event_set_t **set) {
+    COUNT(nvmlEventSetCreate);
+    if (!initialized) return UNINITIALIZED;
+    *set = &the_event_set;
+    return OK;
+}
+nvmlReturn_t nvmlDeviceRegisterEvents(device_t *d, unsigned long long types, event_set_t *set) {
+    ENTER(nvmlDeviceRegisterEvents, d);
+    if (set != &the_event_set) return INVALID_ARGUMENT;
+    if (!(types & 0x8)) return NOT_SUPPORTED;
+    d->xid_registered = 1;
+    return OK;
+}
+/* Like the driver: blocks up to timeout_ms for an event, else NVML_ERROR_TIMEOUT (10). */
+nvmlReturn_t nvmlEventSetWait_v2(event_set_t *set, nvmlEventData_t *data, unsigned int timeout_ms) {
+    COUNT(nvmlEventSetWait_v2);
+    if (set != &the_event_set) return INVALID_ARGUMENT;
+    for (unsigned int waited = 0;; waited++) {
+        if (events_head != events_tail) {
+            int index = events[events_head].device;
+            if (devices[index].xid_registered) {
+                data->device = &devices[index];
+                data->eventType = 0x8;
+                data->eventData = events[events_head].xid;
+                data->gpuInstanceId = NO_VALUE;
+                data->computeInstanceId = NO_VALUE;
+                events_head = (events_head + 1) % MAX_EVENTS;
+                return OK;
+            }
+            events_head = (events_head + 1) % MAX_EVENTS;  /* nobody listens on that device */
+            continue;
+        }
+        if (waited >= timeout_ms) return 10;
+        usleep(1000);
+    }
+}
+nvmlReturn_t nvmlEventSetFree(event_set_t *set) {
+    COUNT(nvmlEventSetFree);
+    return set == &the_event_set ? OK : INVALID_ARGUMENT;
 }

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -390,11 +391,48 @@ def test_every_declared_nvidia_metric_is_emitted(use_scenario: UseScenario, tree
     scenario = load("h100x8", root=root, child=child, other=os.getpid())
     scenario["devices"][7]["returns"] = {}
     scenario["devices"][7]["fan"] = 40  # one board with a fan
-    source = NvidiaSource(pid=root)
-    use_scenario(scenario)
+    source = NvidiaSource(pid=root, xid=True)
+    fake = use_scenario(scenario)
     try:
         assert source.probe() is None
-        emitted = {r.spec.name for r in source.read()}
+        fake.set("dev.3.xid 79")
+        emitted = wait_for_xid(source)
     finally:
         source.close()
     assert emitted == {spec.name for spec in specs_of("nvidia")}
+
+
+def wait_for_xid(source: NvidiaSource, count: int = 1) -> set[str]:
+    deadline = time.monotonic() + 10
+    while True:
+        readings = source.read()
+        if sum(r.value for r in readings if r.spec.name == "sysgauge.gpu.xid.errors") >= count:
+            return {r.spec.name for r in readings}
+        assert time.monotonic() < deadline, "no XID event arrived"
+        time.sleep(0.05)
+
+
+def test_xid_events_are_counted_per_gpu_and_code_when_asked(use_scenario: UseScenario) -> None:
+    scenario = load("h100x8", root=1, child=1, other=1)
+    fake = use_scenario(scenario)
+    off = NvidiaSource(processes=False)
+    assert off.probe() is None
+    off.close()
+    assert fake.calls("nvmlEventSetCreate") == 0  # off by default: no event thread
+    source = NvidiaSource(processes=False, xid=True)
+    try:
+        assert source.probe() is None
+        assert "XID events: counted on 8 of 8 GPUs" in source.describe()
+        for line in ("dev.1.xid 79", "dev.1.xid 79", "dev.0.xid 48"):
+            fake.set(line)
+        wait_for_xid(source, count=3)
+        counts = {
+            (dict(r.attributes)["hw.id"], dict(r.attributes)["sysgauge.gpu.xid"]): r.value
+            for r in source.read()
+            if r.spec.name == "sysgauge.gpu.xid.errors"
+        }
+    finally:
+        source.close()
+    uuids = [g["uuid"] for g in scenario["devices"]]
+    assert counts == {(uuids[1], 79): 2.0, (uuids[0], 48): 1.0}
+    assert fake.calls("nvmlEventSetFree") == 1

@@ -36,7 +36,9 @@ SOURCE_FACTORIES: dict[str, Callable[[Options, Any], Source]] = {
     "disk": lambda o, ps: DiskSource(ps, paths=o.disk_paths, include=o.disk_include, exclude=o.disk_exclude),
     "network": lambda o, ps: NetworkSource(ps, include=o.network_include, exclude=o.network_exclude),
     "process": lambda o, ps: ProcessSource(ps, pid=_pid(o), tree=o.process_tree, cgroup=_cgroup(o)),
-    "nvidia": lambda o, ps: NvidiaSource(pid=_pid(o), tree=o.process_tree, processes=o.nvidia_processes),
+    "nvidia": lambda o, ps: NvidiaSource(
+        pid=_pid(o), tree=o.process_tree, processes=o.nvidia_processes, xid=o.nvidia_xid
+    ),
     "openmetrics": lambda o, ps: OpenMetricsSource(
         o.openmetrics_endpoints,
         o.openmetrics_filters,

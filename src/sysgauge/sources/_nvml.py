@@ -20,6 +20,7 @@ _logger = logging.getLogger("sysgauge")
 NOT_SUPPORTED = 3
 NO_PERMISSION = 4
 NOT_FOUND = 6
+TIMEOUT = 10
 FUNCTION_NOT_FOUND = 13
 GPU_IS_LOST = 15
 RESET_REQUIRED = 16
@@ -140,8 +141,9 @@ class Nvml:
                 if code == NO_PERMISSION:
                     self._log.warning(f"perm:{key}", "sysgauge: NVML %s: no permission; skipped", key)
                 return None
-            if code == NOT_FOUND or code == 0:
+            if code in (NOT_FOUND, TIMEOUT, 0):
                 # NOT_FOUND: nothing to report now (no process samples since the last call).
+                # TIMEOUT: no event arrived while waiting for one.
                 # 0: pynvml raises NVMLError(Success) when a size probe finds nothing.
                 return None
             if code in _DEVICE_FAILURES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ _TEMPERATURE_GPU = 0
 _MEMORY_V2 = 0x02000028
 _UNAVAILABLE_MEMORY = 2**64 - 1
 _MAX_BACKOFF_S = 60.0
+_XID_CRITICAL = 0x8  # nvmlEventTypeXidCriticalError
+_XID_WAIT_MS = 500
 
 _TRAFFIC = (
     (_FIELD_PCIE_TX, m.HW_GPU_IO, "transmit", 1.0),
@@ -103,6 +106,7 @@ class NvidiaSource:
         children_of: ChildrenOf | None = None,
         proc: str = "/proc",
         clock: Callable[[], float] = time.monotonic,
+        xid: bool = False,
     ) -> None:
         self._nvml = nvml or Nvml()
         self._pid = pid if pid is not None else os.getpid()
@@ -113,6 +117,12 @@ class NvidiaSource:
         self._devices: list[_Device] = []
         self._log = LogOnce(_logger)
         self.notes: list[str] = []
+        self._xid = xid
+        self._xid_counts: dict[tuple[str, int], int] = {}
+        self._xid_lock = threading.Lock()
+        self._xid_stop = threading.Event()
+        self._xid_thread: threading.Thread | None = None
+        self._event_set: Any = None
         self._processes = processes
         if processes and in_nested_pid_namespace(proc):
             self._processes = False
@@ -138,6 +148,8 @@ class NvidiaSource:
             self._nvml.shutdown()
             return "no NVIDIA GPU found" if not count else "no NVIDIA GPU could be opened"
         self._devices = devices
+        if self._xid:
+            self._start_xid_events()
         if any(d.mig_enabled for d in devices):
             self.notes.append(
                 "MIG is on: NVML reports memory for MIG instances but no utilization (for them or their GPU)"
@@ -198,6 +210,8 @@ class NvidiaSource:
 
     def specs(self) -> tuple[m.MetricSpec, ...]:
         specs = m.specs_of("nvidia")
+        if not self._xid:
+            specs = tuple(s for s in specs if s is not m.GPU_XID_ERRORS)
         if not self._processes:
             per_process = {m.PROCESS_GPU_MEMORY_USAGE, m.PROCESS_GPU_UTILIZATION, m.PROCESS_GPU_IN_USE}
             specs = tuple(s for s in specs if s not in per_process)
@@ -245,11 +259,73 @@ class NvidiaSource:
             device.failed = False
             readings += got
             readings += self._status(device, ok=True)
+        if self._xid:
+            readings += self._xid_readings()
         return readings
 
     def close(self) -> None:
+        self._xid_stop.set()
+        if self._xid_thread is not None:
+            self._xid_thread.join(1.0)
+        if self._event_set is not None:
+            try:
+                self._nvml.call("nvmlEventSetFree", self._event_set)
+            except DeviceLost:
+                pass
+            self._event_set = None
         self._devices = []
         self._nvml.shutdown()
+
+    # --- XID events (opt-in) -------------------------------------------------------------------------
+
+    def _start_xid_events(self) -> None:
+        nvml = self._nvml
+        try:
+            event_set = nvml.call("nvmlEventSetCreate")
+            if event_set is None:
+                self.notes.append("XID events: this driver cannot create an event set")
+                return
+            registered = 0
+            for device in self._devices:
+                nvml.call(
+                    "nvmlDeviceRegisterEvents", device.handle, _XID_CRITICAL, event_set, device=device.key
+                )
+                registered += nvml.supported("nvmlDeviceRegisterEvents", device.key)
+        except DeviceLost as exc:
+            self.notes.append(f"XID events: registration failed: {exc}")
+            return
+        self._event_set = event_set
+        self.notes.append(f"XID events: counted on {registered} of {len(self._devices)} GPUs")
+        self._xid_thread = threading.Thread(target=self._wait_for_xid, name="sysgauge-nvml-xid", daemon=True)
+        self._xid_thread.start()
+
+    def _wait_for_xid(self) -> None:
+        # NVML only offers a blocking wait: this thread waits so the sampler never does.
+        nvml = self._nvml
+        while not self._xid_stop.is_set():
+            try:
+                event = nvml.call("nvmlEventSetWait_v2", self._event_set, _XID_WAIT_MS)
+                if event is None:
+                    continue
+                uuid = nvml.call("nvmlDeviceGetUUID", event.device) or "unknown"
+                code = int(event.eventData)
+            except DeviceLost:
+                self._xid_stop.wait(1.0)
+                continue
+            with self._xid_lock:
+                self._xid_counts[(uuid, code)] = self._xid_counts.get((uuid, code), 0) + 1
+            self._log.warning(f"xid:{uuid}:{code}", "sysgauge: GPU %s reported XID %d", uuid, code)
+
+    def _xid_readings(self) -> list[Reading]:
+        with self._xid_lock:
+            counts = dict(self._xid_counts)
+        by_uuid = {d.uuid: d for d in self._devices}
+        out = []
+        for (uuid, code), count in counts.items():
+            device = by_uuid.get(uuid)
+            if device is not None:
+                out.append(Reading(m.GPU_XID_ERRORS, float(count), (*device.identity, (m.GPU_XID, code))))
+        return out
 
     def _status(self, device: _Device, ok: bool) -> list[Reading]:
         return [
