@@ -23,6 +23,7 @@ class Server:
     url: str
     reply: Reply
     requests: list[dict[str, str]] = field(default_factory=list)
+    posts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)  # (path, headers, body)
     stop_hanging: threading.Event = field(default_factory=threading.Event)
 
 
@@ -48,6 +49,15 @@ def serve(reply: Reply | None = None) -> Iterator[Server]:
             self.wfile.flush()
             if current.truncate_to is not None:
                 self.close_connection = True
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            state.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:
             pass

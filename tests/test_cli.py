@@ -236,3 +236,45 @@ def test_bad_openmetrics_flags_exit_2(args: list[str], message: str) -> None:
     result = sysgauge("monitor", "--duration", "1", *args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_otlp_http_flag_posts_protobuf_metrics() -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    with serve() as server:
+        base = server.url.rsplit("/", 1)[0]
+        result = sysgauge(
+            "monitor",
+            "--interval",
+            "0.2",
+            "--window",
+            "1",
+            "--duration",
+            "1.5",
+            "--sources",
+            "memory",
+            "--otlp",
+            base,
+            env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": "otlp-test"},
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert server.posts, "nothing was exported"
+    path, headers, body = server.posts[-1]
+    assert path == "/v1/metrics" and headers["content-type"] == "application/x-protobuf"
+    request = ExportMetricsServiceRequest.FromString(body)
+    resource = request.resource_metrics[0].resource
+    assert {a.key: a.value.string_value for a in resource.attributes}["service.name"] == "otlp-test"
+    names = {m.name for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"system.memory.usage", "system.memory.utilization"} <= names
+
+
+def test_bad_otlp_protocol_is_a_usage_error() -> None:
+    result = sysgauge(
+        "monitor", "--otlp", "--duration", "1", env={"OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}
+    )
+    assert result.returncode == 2
+    assert (
+        "OTEL_EXPORTER_OTLP_PROTOCOL='carrier-pigeon' is not valid: expected grpc or http/protobuf"
+        in result.stderr
+    )
