@@ -278,3 +278,42 @@ def test_bad_otlp_protocol_is_a_usage_error() -> None:
         "OTEL_EXPORTER_OTLP_PROTOCOL='carrier-pigeon' is not valid: expected grpc or http/protobuf"
         in result.stderr
     )
+
+
+def test_monitor_redraws_in_place_on_a_terminal_and_scrolls_in_a_pipe() -> None:
+    import pty
+
+    def run(tty: bool) -> str:
+        args = [
+            *SYSGAUGE,
+            "monitor",
+            "--sources",
+            "memory",
+            "--interval",
+            "0.2",
+            "--window",
+            "0.5",
+            "--duration",
+            "1.3",
+        ]
+        if not tty:
+            return subprocess.run(args, capture_output=True, text=True, timeout=60).stdout
+        leader, follower = pty.openpty()
+        proc = subprocess.Popen(args, stdout=follower, stderr=subprocess.DEVNULL)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the follower side closed: the program ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=60)
+        os.close(leader)
+        return b"".join(chunks).decode(errors="replace")
+
+    on_terminal, in_pipe = run(True), run(False)
+    assert on_terminal.count("\x1b[H\x1b[2J") >= 2 and "system.memory.usage" in on_terminal
+    assert "\x1b[" not in in_pipe and in_pipe.count("── sysgauge") >= 2

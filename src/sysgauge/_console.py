@@ -23,7 +23,11 @@ class ConsoleTableExporter(MetricExporter):
     ) -> MetricExportResult:
         stream = self._stream or sys.stdout
         try:
-            stream.write(render(metrics_data, self._window))
+            table = render(metrics_data, self._window)
+            if table and _is_terminal(stream):
+                # On a terminal the table is redrawn in place (cursor home, clear) instead of scrolling.
+                table = _CLEAR + table
+            stream.write(table)
             stream.flush()
         except (OSError, ValueError):  # a closed pipe must not crash the exporter thread
             return MetricExportResult.FAILURE
@@ -68,6 +72,16 @@ _CONSOLE_HIDDEN = frozenset(
         m.GPU_PCI_BUS_ID,
     }
 )
+
+
+_CLEAR = "\x1b[H\x1b[2J"
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def render(metrics_data: MetricsData, window: float) -> str:

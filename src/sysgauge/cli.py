@@ -30,6 +30,7 @@ examples:
   sysgauge monitor --jsonl run.jsonl        record OTLP-JSON lines (the Collector file exporter's format)
   sysgauge monitor --otlp                   send to the OTLP endpoint in OTEL_EXPORTER_OTLP_* (or localhost)
   sysgauge run -- python train.py           monitor a command's process tree; summary when it ends
+  sysgauge plot run.jsonl -o run.png        chart a recorded run
   sysgauge detect                           which sources work here, and why not
 
 Every option also has a SYSGAUGE_* variable (see the README); command-line flags win.
@@ -131,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments")
 
     commands.add_parser("detect", help="list every source, whether it works here and why not")
+    plot = commands.add_parser(
+        "plot",
+        help="chart a recorded run (--jsonl files, or the Collector's file exporter output)",
+        description="Draw one figure of small charts of a recorded run: CPU, memory, disk and network rates, "
+        "and per GPU utilization, memory, power and temperature. Needs matplotlib (sysgauge[plot]).",
+    )
+    plot.add_argument(
+        "files", nargs="+", metavar="RUN.jsonl", help="OTLP-JSON lines; several files are joined"
+    )
+    plot.add_argument(
+        "-o", "--output", metavar="FILE", help="a .png, .svg, .pdf or .html file (default: RUN.png)"
+    )
+    plot.add_argument(
+        "--metrics", nargs="+", metavar="FAMILY", help="families to draw: cpu memory disk network gpu"
+    )
     metrics = commands.add_parser("metrics", help="list every metric sysgauge can emit (markdown)")
     metrics.add_argument("--options", action="store_true", help="list the options and variables instead")
     return parser
@@ -139,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    known_commands = {"monitor", "run", "detect", "metrics"}
+    known_commands = {"monitor", "run", "detect", "metrics", "plot"}
     if not argv or (argv[0] not in known_commands and argv[0] not in ("-h", "--help", "--version")):
         argv = ["monitor", *argv]  # bare `sysgauge` (or `sysgauge --interval 1`) monitors
     args = parser.parse_args(argv)
@@ -153,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args)
+        if args.command == "plot":
+            return _plot(args)
         return _monitor(args)
     except ValueError as exc:
         print(f"sysgauge: error: {exc}", file=sys.stderr)
@@ -270,7 +288,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_summary:
         sys.stderr.write(summary.render())
         if args.jsonl:
-            sys.stderr.write(f"sysgauge: recorded to {os.path.abspath(args.jsonl)}\n")
+            recorded = os.path.abspath(args.jsonl)
+            sys.stderr.write(f"sysgauge: recorded to {recorded}; chart it with: sysgauge plot {recorded}\n")
     return 128 - code if code < 0 else code
 
 
@@ -303,6 +322,40 @@ def _terminal_delivers_sigint() -> bool:
         return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sysgauge.plot import FAMILIES, MatplotlibMissing, build_panels, draw, save, title_of
+    from sysgauge.recording import RecordingError, read_recording
+
+    families = [f for item in (args.metrics or FAMILIES) for f in item.split(",")]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(
+            f"--metrics {' '.join(unknown)} is not valid: expected some of {', '.join(FAMILIES)}"
+        )
+    output = Path(args.output) if args.output else Path(args.files[0]).with_suffix(".png")
+    if output.suffix.lower() not in (".png", ".svg", ".pdf", ".html", ".htm"):
+        raise ValueError(f"-o {str(output)!r} is not valid: expected a .png, .svg, .pdf or .html file name")
+    try:
+        recording = read_recording(args.files)
+    except RecordingError as exc:
+        raise ValueError(str(exc)) from None
+    panels = build_panels(recording, families)
+    if not panels:
+        raise ValueError(f"nothing to draw: the recording has none of {', '.join(families)}")
+    try:
+        figure = draw(panels, title_of(recording))
+    except MatplotlibMissing as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        save(figure, output, title_of(recording))
+    except OSError as exc:
+        raise ValueError(f"-o {str(output)!r}: cannot write: {exc.strerror or exc}") from None
+    print(f"sysgauge: wrote {output} ({len(panels)} charts)")
+    return 0
 
 
 def _detect() -> int:
