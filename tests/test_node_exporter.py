@@ -15,7 +15,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
 from sysgauge import instrument_system
-from tests.conftest import IN_CI, points
+from tests.conftest import points
+from tests.parts import missing
 
 BINARIES = ("prometheus-node-exporter", "node_exporter")
 
@@ -30,10 +31,7 @@ def free_port() -> int:
 def node_exporter() -> Iterator[str]:
     binary = next((path for name in BINARIES if (path := shutil.which(name))), None)
     if binary is None:
-        message = "node_exporter not installed (Debian prometheus-node-exporter; ./scripts/test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("node_exporter not installed (Debian prometheus-node-exporter; ./scripts/test installs it)")
     port = free_port()
     proc = subprocess.Popen(
         [
