@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from sysgauge.plot import build_panels, draw
 from sysgauge.recording import RecordingError, read_recording
 from tests.nvml_fake.scenario import FakeNvml, load, to_lines
+from tests.otelcol import Collector
 
 SYSGAUGE = [sys.executable, "-m", "sysgauge"]
 WORKLOAD = (
@@ -189,3 +191,40 @@ def test_delta_temporality_counters_become_rates(tmp_path: Path) -> None:
     path.write_text("\n".join([document(100, 4_000_000), document(102, 8_000_000)]) + "\n")
     (panel,) = build_panels(read_recording([path]), ["disk"])
     assert panel.series[0].values == [2.0, 4.0]  # MB/s over each 2 s period
+
+
+def test_the_collectors_file_exporter_output_plots_the_same(collector: Collector, tmp_path: Path) -> None:
+    ours = tmp_path / "ours.jsonl"
+    result = sysgauge(
+        "run",
+        "--interval",
+        "0.2",
+        "--window",
+        "0.6",
+        "--jsonl",
+        str(ours),
+        "--otlp",
+        f"http://127.0.0.1:{collector.http_port}",
+        "--",
+        sys.executable,
+        "-c",
+        WORKLOAD,
+        env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": "plot-test"},
+    )
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 15
+    while "plot-test" not in (collector.output.read_text() if collector.output.exists() else ""):
+        assert time.monotonic() < deadline, collector.log_tail()
+        time.sleep(0.1)
+    time.sleep(0.5)  # the last export's flush
+    direct = {p.title: p for p in build_panels(read_recording([ours]))}
+    via_collector = {p.title: p for p in build_panels(read_recording([collector.output]))}
+    assert list(via_collector) == list(direct) == ["CPU", "Memory", "Disk I/O", "Network"]
+    for title, panel in direct.items():
+        assert [s.label for s in via_collector[title].series] == [s.label for s in panel.series], title
+    rss_direct = max(next(s for s in direct["Memory"].series if s.label == "process tree RSS").values)
+    rss_collector = max(
+        next(s for s in via_collector["Memory"].series if s.label == "process tree RSS").values
+    )
+    assert rss_collector == pytest.approx(rss_direct, rel=0.1)
+    assert sysgauge("plot", str(collector.output), "-o", str(tmp_path / "c.png")).returncode == 0
