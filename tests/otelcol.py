@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,17 @@ class Collector:
 @pytest.fixture
 def collector(otelcol: Path, tmp_path: Path) -> Iterator[Collector]:
     """collector-config/local.yaml on free loopback ports, its file exporter writing into tmp_path."""
-    grpc_port, http_port, prometheus_port = free_port(), free_port(), free_port()
+    with run_collector(otelcol, tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def run_collector(
+    otelcol: Path, tmp_path: Path, grpc_port: int = 0, http_port: int = 0, prometheus_port: int = 0
+) -> Iterator[Collector]:
+    """Start local.yaml on the given loopback ports (0: a free one); stop it when the block ends."""
+    grpc_port, http_port = grpc_port or free_port(), http_port or free_port()
+    prometheus_port = prometheus_port or free_port()
     # JSON is YAML; the Collector merges this over local.yaml (maps merge, lists are replaced).
     override = {
         "receivers": {
