@@ -155,7 +155,9 @@ def test_sysgauge_agrees_with_hostmetrics(otelcol: Path, tmp_path: Path) -> None
             v for _, v in values("sysgauge", "system.memory.usage", **{"system.memory.state": ours_state})
         )
         theirs = mean(v for _, v in values("hostmetrics", "system.memory.usage", state=their_state))
-        print(f"memory {ours_state}: sysgauge {ours:.0f}, hostmetrics {theirs:.0f} ({ours / theirs - 1:+.3%})")
+        print(
+            f"memory {ours_state}: sysgauge {ours:.0f}, hostmetrics {theirs:.0f} ({ours / theirs - 1:+.3%})"
+        )
         assert abs(ours - theirs) <= 0.02 * theirs + 16 * 2**20, (ours_state, ours, theirs)
 
     # Filesystem: the same statvfs() of "/"; only writes between the two samples can differ.
