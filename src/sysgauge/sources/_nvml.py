@@ -8,6 +8,7 @@ or `DeviceLost` when the GPU itself failed. Each distinct problem is logged once
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -52,6 +53,18 @@ _REASONS = {
 }
 
 
+def _check_library() -> None:
+    """On Linux, fail fast (and without importing nvidia-ml-py, ~2.5 MiB) where no driver library exists."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        raise NvmlUnavailable(_REASONS["NVMLError_LibraryNotFound"]) from None
+
+
 class Nvml:
     def __init__(self, module: Any | None = None) -> None:
         self._module = module
@@ -66,6 +79,7 @@ class Nvml:
     @property
     def module(self) -> Any:
         if self._module is None:
+            _check_library()
             try:
                 import pynvml
             except ImportError as exc:

@@ -19,7 +19,6 @@ from typing import Any
 
 from sysgauge._logonce import LogOnce
 from sysgauge.metrics import Aggregation, InstrumentKind, MetricSpec
-from sysgauge.sources._http import FetchError, fetch, redact
 from sysgauge.sources.base import Attributes, Reading
 
 _logger = logging.getLogger("sysgauge")
@@ -43,6 +42,12 @@ class Sample:
     unit: str = ""
     help: str = ""
     exposed: str = ""  # the name in the scraped text (a counter's `x_total`), also matched by filters
+
+
+def _fetch(url: str, headers: Mapping[str, str], timeout: float, max_bytes: int) -> Any:
+    from sysgauge.sources._http import fetch
+
+    return fetch(url, headers, timeout, max_bytes)
 
 
 # --- parsing (pure) ------------------------------------------------------------------------------
@@ -256,6 +261,9 @@ class _Scraper:
                 return
 
     def scrape_once(self) -> None:
+        # urllib.request pulls in ssl (about 6 MiB resident): only processes that scrape import it.
+        from sysgauge.sources._http import FetchError, redact
+
         source = self._source
         try:
             readings = self._scrape()
@@ -282,6 +290,8 @@ class _Scraper:
             )
 
     def _scrape(self) -> list[Reading]:
+        from sysgauge.sources._http import FetchError
+
         source = self._source
         for attempt, delay in enumerate((*_RETRY_DELAYS, None)):
             try:
@@ -312,13 +322,13 @@ class OpenMetricsSource:
         timeout: float = 3.0,
         max_bytes: int = 10_000_000,
         max_series: int = 2000,
-        fetch_fn: Fetch = fetch,
+        fetch_fn: Fetch | None = None,
     ) -> None:
         self.interval = interval
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.max_series = max_series
-        self.fetch = fetch_fn
+        self.fetch: Fetch = fetch_fn or _fetch
         self.keep = MetricFilter(filters)
         self.registry = SpecRegistry()
         self.stopping = threading.Event()
