@@ -330,3 +330,35 @@ def test_collector_config_of_the_compose_file_validates(otelcol: Path, tmp_path:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_traced_training_example_annotates_each_epoch() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "traced-training" / "train.py"),
+            "--epochs",
+            "2",
+            "--seconds-per-epoch",
+            "0.6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    decoder = json.JSONDecoder()
+    spans, text, index = [], run.stdout, 0
+    while text[index:].strip():
+        rest = text[index:].lstrip()
+        span, consumed = decoder.raw_decode(rest)
+        spans.append(span)
+        index = len(text) - len(rest) + consumed
+    epochs = [s for s in spans if s["name"].startswith("epoch ")]
+    assert len(epochs) == 2
+    for span in epochs:
+        assert span["attributes"]["sysgauge.process.cpu.time"] > 0.3
+        assert span["attributes"]["sysgauge.span.samples"] >= 1

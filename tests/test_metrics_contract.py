@@ -14,8 +14,11 @@ from sysgauge.metric_table import (
     METRICS_END,
     OPTIONS_BEGIN,
     OPTIONS_END,
+    SPANS_BEGIN,
+    SPANS_END,
     metric_table,
     option_table,
+    span_table,
 )
 from sysgauge.options import SOURCE_NAMES, resolve_options
 from sysgauge.sources import build_source
@@ -100,3 +103,8 @@ def test_readme_tables_match_the_declarations() -> None:
     text = README.read_text()
     assert section(text, METRICS_BEGIN, METRICS_END) == metric_table(), "run: python -m sysgauge.metric_table"
     assert section(text, OPTIONS_BEGIN, OPTIONS_END) == option_table(), "run: python -m sysgauge.metric_table"
+    assert section(text, SPANS_BEGIN, SPANS_END) == span_table(), "run: python -m sysgauge.metric_table"
+
+
+def test_span_attributes_are_prefixed() -> None:
+    assert all(spec.name.startswith("sysgauge.") for spec in m.SPAN_ATTRIBUTES)

@@ -9,8 +9,15 @@ from sysgauge.monitor import SystemMonitor, instrument_system
 
 if TYPE_CHECKING:
     from sysgauge.instrumentor import SystemMetricsInstrumentor
+    from sysgauge.spans import SystemMetricsSpanProcessor
 
-__all__ = ["SystemMetricsInstrumentor", "SystemMonitor", "__version__", "instrument_system"]
+__all__ = [
+    "SystemMetricsInstrumentor",
+    "SystemMetricsSpanProcessor",
+    "SystemMonitor",
+    "__version__",
+    "instrument_system",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from sysgauge.instrumentor import SystemMetricsInstrumentor
 
         return SystemMetricsInstrumentor
+    if name == "SystemMetricsSpanProcessor":
+        from sysgauge.spans import SystemMetricsSpanProcessor
+
+        return SystemMetricsSpanProcessor
     raise AttributeError(f"module 'sysgauge' has no attribute {name!r}")

@@ -607,6 +607,57 @@ PROCESS_GPU_IN_USE = MetricSpec(
     MEAN,
 )
 
+
+@dataclass(frozen=True)
+class SpanAttributeSpec:
+    """An attribute SystemMetricsSpanProcessor sets on the spans it measures (docs/spans.md)."""
+
+    name: str
+    unit: str
+    description: str
+
+
+SPAN_ATTRIBUTES: tuple[SpanAttributeSpec, ...] = (
+    SpanAttributeSpec(
+        "sysgauge.process.cpu.time",
+        "s",
+        "CPU time the monitored process tree used during the span (read at start and end).",
+    ),
+    SpanAttributeSpec(
+        "sysgauge.process.cpu.utilization",
+        "1",
+        "That CPU time divided by the span's duration and the CPUs available to the tree.",
+    ),
+    SpanAttributeSpec(
+        "sysgauge.process.memory.peak",
+        "By",
+        "Largest sampled RSS of the tree during the span (needs a sample inside the span).",
+    ),
+    SpanAttributeSpec(
+        "sysgauge.process.memory.end", "By", "The tree's RSS at the last sample inside the span."
+    ),
+    SpanAttributeSpec(
+        "sysgauge.span.samples",
+        "{sample}",
+        "Sampler samples inside the span; 0 means only the counter deltas are given.",
+    ),
+    SpanAttributeSpec(
+        "sysgauge.gpu.<index>.utilization",
+        "1",
+        "Mean sampled utilization of each GPU the tree used during the span.",
+    ),
+    SpanAttributeSpec(
+        "sysgauge.gpu.<index>.memory.peak",
+        "By",
+        "Largest sampled GPU memory the tree held on that GPU during the span.",
+    ),
+    SpanAttributeSpec(
+        "sysgauge.gpu.<index>.energy",
+        "J",
+        "Energy that GPU used during the span (its counter read at start and end).",
+    ),
+)
+
 ALL_SPECS: tuple[MetricSpec, ...] = (
     SYSTEM_CPU_TIME,
     SYSTEM_CPU_UTILIZATION,

@@ -63,6 +63,12 @@ def read_recording(paths: Iterable[str | Path]) -> Recording:
                 document = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordingError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+            if (
+                isinstance(document, dict)
+                and "resourceMetrics" not in document
+                and ("resourceSpans" in document or "resourceLogs" in document)
+            ):
+                continue  # a Collector file also holds the spans and logs it received
             try:
                 recording.points.extend(_points(document, recording.hosts))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:

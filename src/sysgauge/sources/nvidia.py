@@ -276,6 +276,27 @@ class NvidiaSource:
         self._devices = []
         self._nvml.shutdown()
 
+    def energy_joules(self) -> dict[str, float]:
+        """Each healthy GPU's energy counter now (J since driver load): one cheap NVML call per GPU, for
+        span deltas. GPUs that cannot say are left out."""
+        out = {}
+        for device in self._devices:
+            if device.failed:
+                continue
+            try:
+                mj = self._nvml.call("nvmlDeviceGetTotalEnergyConsumption", device.handle, device=device.key)
+            except DeviceLost:
+                continue
+            if mj is not None:
+                out[device.uuid] = mj / 1000.0
+        return out
+
+    def index_of(self, uuid: str) -> int | None:
+        for device in self._devices:
+            if device.uuid == uuid:
+                return device.index
+        return None
+
     # --- XID events (opt-in) -------------------------------------------------------------------------
 
     def _start_xid_events(self) -> None:

@@ -122,6 +122,13 @@ class ProcessSource:
         self._memory_limit = 0.0
         self._root_gone = False
         self._log = LogOnce(_logger)
+        # The tree as of the last read, for readers that need it between ticks (the span processor).
+        self.last_pids: tuple[int, ...] = (pid,)
+
+    @property
+    def cpus(self) -> float:
+        """CPUs available to the root (affinity, cgroup quota), as found at the probe."""
+        return self._cpus
 
     @property
     def root_exited(self) -> bool:
@@ -146,6 +153,7 @@ class ProcessSource:
         pids = self._tree_pids()
         if pids is None:
             return []
+        self.last_pids = tuple(pids)
         live: dict[tuple[int, float], _Counters] = {}
         rss = vms = threads = fds = 0.0
         count = 0
