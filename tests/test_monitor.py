@@ -186,9 +186,17 @@ def test_environment_configures_and_keywords_win(
         assert {s.name for s in monitor.sources} == {"memory"}
 
 
-def test_every_declared_metric_has_a_unique_name() -> None:
-    names = [spec.name for spec in ALL_SPECS]
-    assert len(names) == len(set(names))
+def test_every_declared_metric_is_unique_per_source_and_alike_across_sources() -> None:
+    keys = [(spec.name, spec.source) for spec in ALL_SPECS]
+    assert len(keys) == len(set(keys))
+    for spec in ALL_SPECS:
+        first = SPECS_BY_NAME[spec.name]
+        assert (spec.kind, spec.unit, spec.attributes, spec.aggregation) == (
+            first.kind,
+            first.unit,
+            first.attributes,
+            first.aggregation,
+        ), spec.name
 
 
 def test_global_provider_is_used_when_none_is_given() -> None:

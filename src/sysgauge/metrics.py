@@ -6,6 +6,7 @@ contract tests all read these declarations; nothing else spells a metric name.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -608,6 +609,180 @@ PROCESS_GPU_IN_USE = MetricSpec(
 )
 
 
+def also(spec: MetricSpec, source: str, wandb: str = "") -> MetricSpec:
+    """The same metric reported by another source (AMD and Apple GPUs share the hw.* names)."""
+    return dataclasses.replace(spec, source=source, wandb=wandb)
+
+
+# --- AMD GPUs (amdsmi, else rocm-smi) ------------------------------------------------------------
+AMD_GPU_UTILIZATION = also(HW_GPU_UTILIZATION, "amd", "`gpu.{i}.gpu` = 100 × value")
+AMD_GPU_MEMORY_UTILIZATION = also(HW_GPU_MEMORY_UTILIZATION, "amd", "`gpu.{i}.memoryAllocated` = 100 × value")
+AMD_GPU_MEMORY_USAGE = also(HW_GPU_MEMORY_USAGE, "amd", "`gpu.{i}.memoryAllocatedBytes` = value")
+AMD_GPU_MEMORY_LIMIT = also(HW_GPU_MEMORY_LIMIT, "amd")
+AMD_TEMPERATURE = also(HW_TEMPERATURE, "amd", "`gpu.{i}.temp` = value")
+AMD_POWER = also(HW_POWER, "amd", "`gpu.{i}.powerWatts` = value")
+AMD_POWER_LIMIT = also(GPU_POWER_LIMIT, "amd")
+AMD_POWER_UTILIZATION = also(GPU_POWER_UTILIZATION, "amd", "`gpu.{i}.powerPercent` = 100 × value")
+
+# --- Apple silicon (apple_gpu_stats) -------------------------------------------------------------
+APPLE_GPU_UTILIZATION = also(HW_GPU_UTILIZATION, "apple", "`gpu.0.gpu` = 100 × value")
+APPLE_GPU_MEMORY_USAGE = also(HW_GPU_MEMORY_USAGE, "apple", "`gpu.0.memoryUsed` = value")
+APPLE_TEMPERATURE = also(HW_TEMPERATURE, "apple", "`gpu.0.temp` = value")
+APPLE_POWER = also(HW_POWER, "apple", "`gpu.0.powerWatts` = value")
+APPLE_GPU_MEMORY_ALLOCATED = MetricSpec(
+    "sysgauge.gpu.memory.allocated",
+    U,
+    "By",
+    "System memory allocated to the GPU (Apple's unified memory).",
+    _GPU,
+    "apple",
+    MEAN,
+    wandb="`gpu.0.memoryAllocatedBytes` = value",
+)
+APPLE_HOST_POWER = MetricSpec(
+    hm.HW_HOST_POWER,
+    G,
+    "W",
+    "Power drawn by the whole machine (Apple's system power).",
+    (),
+    "apple",
+    MEAN,
+    wandb="`gpu.0.systemPower` = value",
+)
+
+# --- Google TPU (libtpu runtime metrics service) -------------------------------------------------
+TPU_DEVICE = "sysgauge.tpu.device_id"
+TPU_ACCELERATOR = "sysgauge.tpu.accelerator_type"
+_TPU = (TPU_DEVICE, TPU_ACCELERATOR)
+TPU_DUTY_CYCLE = MetricSpec(
+    "sysgauge.tpu.duty_cycle",
+    G,
+    "1",
+    "Fraction of time the TPU chip was executing.",
+    _TPU,
+    "tpu",
+    MEAN,
+    wandb="`tpu.{i}.dutyCycle` = 100 × value",
+)
+TPU_HBM_USAGE = MetricSpec(
+    "sysgauge.tpu.hbm.usage",
+    U,
+    "By",
+    "High-bandwidth memory in use on the TPU device.",
+    _TPU,
+    "tpu",
+    MEAN,
+    wandb="`tpu.{i}.hbmUsageBytes` = value",
+)
+TPU_HBM_LIMIT = MetricSpec(
+    "sysgauge.tpu.hbm.limit",
+    U,
+    "By",
+    "High-bandwidth memory of the TPU device in total.",
+    _TPU,
+    "tpu",
+    LAST,
+)
+TPU_HBM_UTILIZATION = MetricSpec(
+    "sysgauge.tpu.hbm.utilization",
+    G,
+    "1",
+    "HBM in use as a fraction of the total.",
+    _TPU,
+    "tpu",
+    MEAN,
+    wandb="`tpu.{i}.memoryUsage` = 100 × value",
+)
+TPU_TENSORCORE_UTILIZATION = MetricSpec(
+    "sysgauge.tpu.tensorcore.utilization",
+    G,
+    "1",
+    "TensorCore utilization of each TPU core.",
+    _TPU,
+    "tpu",
+    MEAN,
+    wandb="`tpu.{i}.tensorcoreUtilization` = 100 × value",
+)
+
+# --- AWS Trainium / Inferentia (neuron-monitor) --------------------------------------------------
+NEURON_CORE = "sysgauge.neuron.core"
+NEURON_MEMORY_CATEGORY = "sysgauge.neuron.memory.category"
+NEURON_CORE_UTILIZATION = MetricSpec(
+    "sysgauge.neuron.core.utilization",
+    G,
+    "1",
+    "Utilization of each NeuronCore used by the monitored runtime.",
+    (NEURON_CORE,),
+    "trainium",
+    MEAN,
+    wandb="`trn.{core}.neuroncore_utilization` = 100 × value",
+)
+NEURON_HOST_MEMORY_USAGE = MetricSpec(
+    "sysgauge.neuron.host_memory.usage",
+    U,
+    "By",
+    "Host memory the Neuron runtime uses, by category.",
+    (NEURON_MEMORY_CATEGORY,),
+    "trainium",
+    MEAN,
+    wandb="`trn.host_memory_usage.{category}` = value",
+)
+NEURON_DEVICE_MEMORY_USAGE = MetricSpec(
+    "sysgauge.neuron.device_memory.usage",
+    U,
+    "By",
+    "Device memory each NeuronCore uses, by category.",
+    (NEURON_CORE, NEURON_MEMORY_CATEGORY),
+    "trainium",
+    MEAN,
+    wandb="`trn.{core}.neuron_device_memory_usage.{category}` = value",
+)
+
+# --- Graphcore IPU (gcipuinfo, else gc-info) -----------------------------------------------------
+IPU_ID = "sysgauge.ipu.id"
+IPU_SENSOR = "sysgauge.ipu.sensor"
+IPU_UTILIZATION = MetricSpec(
+    "sysgauge.ipu.utilization",
+    G,
+    "1",
+    "IPU utilisation as gc-info reports it.",
+    (IPU_ID,),
+    "ipu",
+    MEAN,
+    wandb="`ipu.{id}.ipu utilisation (%)` = 100 × value",
+)
+IPU_TEMPERATURE = MetricSpec(
+    "sysgauge.ipu.temperature",
+    G,
+    "Cel",
+    "Average board and die temperatures.",
+    (IPU_ID, IPU_SENSOR),
+    "ipu",
+    MEAN,
+    wandb="`ipu.{id}.average board temp (C)` / `average die temp (C)` = value",
+)
+IPU_POWER = MetricSpec(
+    "sysgauge.ipu.power",
+    G,
+    "W",
+    "Power drawn by the IPU.",
+    (IPU_ID,),
+    "ipu",
+    MEAN,
+    wandb="`ipu.{id}.ipu power (W)` = value",
+)
+IPU_CLOCK = MetricSpec(
+    "sysgauge.ipu.clock.frequency",
+    G,
+    "Hz",
+    "IPU clock frequency.",
+    (IPU_ID,),
+    "ipu",
+    MEAN,
+    wandb="`ipu.{id}.clock (MHz)` = value ÷ 10^6",
+)
+
+
 @dataclass(frozen=True)
 class SpanAttributeSpec:
     """An attribute SystemMetricsSpanProcessor sets on the spans it measures (docs/spans.md)."""
@@ -709,9 +884,38 @@ ALL_SPECS: tuple[MetricSpec, ...] = (
     PROCESS_GPU_UTILIZATION,
     PROCESS_GPU_IN_USE,
     GPU_XID_ERRORS,
+    AMD_GPU_UTILIZATION,
+    AMD_GPU_MEMORY_UTILIZATION,
+    AMD_GPU_MEMORY_USAGE,
+    AMD_GPU_MEMORY_LIMIT,
+    AMD_TEMPERATURE,
+    AMD_POWER,
+    AMD_POWER_LIMIT,
+    AMD_POWER_UTILIZATION,
+    APPLE_GPU_UTILIZATION,
+    APPLE_GPU_MEMORY_USAGE,
+    APPLE_TEMPERATURE,
+    APPLE_POWER,
+    APPLE_GPU_MEMORY_ALLOCATED,
+    APPLE_HOST_POWER,
+    TPU_DUTY_CYCLE,
+    TPU_HBM_USAGE,
+    TPU_HBM_LIMIT,
+    TPU_HBM_UTILIZATION,
+    TPU_TENSORCORE_UTILIZATION,
+    NEURON_CORE_UTILIZATION,
+    NEURON_HOST_MEMORY_USAGE,
+    NEURON_DEVICE_MEMORY_USAGE,
+    IPU_UTILIZATION,
+    IPU_TEMPERATURE,
+    IPU_POWER,
+    IPU_CLOCK,
 )
 
-SPECS_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_SPECS}
+# One entry per name: the first declaration (several sources may report one semconv metric).
+SPECS_BY_NAME: dict[str, MetricSpec] = {}
+for _spec in ALL_SPECS:
+    SPECS_BY_NAME.setdefault(_spec.name, _spec)
 
 # Gauges whose window maximum is reported by default (what ML users ask for: peak memory).
 DEFAULT_PEAKS: tuple[str, ...] = (

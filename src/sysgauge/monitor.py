@@ -91,9 +91,15 @@ class SystemMonitor:
 
 
 def _specs_for(sources: Sequence[Source], peaks: Sequence[str]) -> list[MetricSpec]:
+    # One instrument per name: an NVIDIA and an AMD GPU both report hw.gpu.utilization, through one callback
+    # (the window groups samples by metric name, whichever source read them).
     specs: list[MetricSpec] = []
+    seen: set[str] = set()
     for source in sources:
-        specs.extend(source.specs())
+        for spec in source.specs():
+            if spec.name not in seen:
+                seen.add(spec.name)
+                specs.append(spec)
     present = {spec.name for spec in specs}
     specs.extend(SPECS_BY_NAME[name].peak() for name in peaks if name in present)
     return specs
