@@ -27,7 +27,17 @@ ENV_PREFIX = "SYSGAUGE_"
 MAX_INTERVAL_S = 3600.0
 MAX_WINDOW_S = 86400.0
 # Every host source; the default `sources` is "all of these that are available here".
-SOURCE_NAMES: tuple[str, ...] = ("cpu", "memory", "disk", "network", "process", "nvidia", "openmetrics")
+SOURCE_NAMES: tuple[str, ...] = (
+    "cpu",
+    "memory",
+    "disk",
+    "network",
+    "process",
+    "nvidia",
+    "amd",
+    "apple",
+    "openmetrics",
+)
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
 _TRUE = {"1", "true", "yes", "on"}

@@ -9,6 +9,8 @@ from typing import Any
 import psutil
 
 from sysgauge.options import SOURCE_NAMES, Options
+from sysgauge.sources.amd import AmdSource
+from sysgauge.sources.apple import AppleSource
 from sysgauge.sources.base import Reading, Source
 from sysgauge.sources.cgroup import Cgroup
 from sysgauge.sources.cpu import CpuSource
@@ -39,6 +41,8 @@ SOURCE_FACTORIES: dict[str, Callable[[Options, Any], Source]] = {
     "nvidia": lambda o, ps: NvidiaSource(
         pid=_pid(o), tree=o.process_tree, processes=o.nvidia_processes, xid=o.nvidia_xid
     ),
+    "amd": lambda o, ps: AmdSource(interval=o.sampling_interval),
+    "apple": lambda o, ps: AppleSource(interval=o.sampling_interval),
     "openmetrics": lambda o, ps: OpenMetricsSource(
         o.openmetrics_endpoints,
         o.openmetrics_filters,
