@@ -36,6 +36,7 @@ SOURCE_NAMES: tuple[str, ...] = (
     "nvidia",
     "amd",
     "apple",
+    "trainium",
     "openmetrics",
 )
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
@@ -61,6 +62,8 @@ class Options:
     cgroup: bool = True
     nvidia_processes: bool = True
     nvidia_xid: bool = False
+    neuron_monitor_path: str | None = None
+    neuron_all_runtimes: bool = False
     openmetrics_endpoints: Mapping[str, str] = field(default_factory=dict)
     openmetrics_filters: OpenMetricsFilters = ()
     openmetrics_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -257,6 +260,14 @@ def _headers(value: Any) -> dict[str, dict[str, str]]:
     return headers
 
 
+def _optional_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value or len(value) > 4096:
+        raise _Invalid("a path to an executable (a non-empty string)")
+    return value.strip()
+
+
 def _optional_interval(value: Any) -> float | None:
     return None if value is None else _interval(value)
 
@@ -319,6 +330,14 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         "nvidia_xid",
         _boolean,
         "count XID critical errors per GPU (sysgauge.gpu.xid.errors) from a driver event thread",
+    ),
+    OptionSpec(
+        "neuron_monitor_path", _optional_path, "the neuron-monitor executable; default: found on PATH"
+    ),
+    OptionSpec(
+        "neuron_all_runtimes",
+        _boolean,
+        "report every Neuron runtime on the host, not only those in the monitored process tree",
     ),
     OptionSpec(
         "openmetrics_endpoints",

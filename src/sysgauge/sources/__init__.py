@@ -20,6 +20,7 @@ from sysgauge.sources.network import NetworkSource
 from sysgauge.sources.nvidia import NvidiaSource
 from sysgauge.sources.openmetrics import OpenMetricsSource
 from sysgauge.sources.process import ProcessSource
+from sysgauge.sources.trainium import TrainiumSource
 
 __all__ = ["SOURCE_FACTORIES", "Reading", "Source", "build_source"]
 
@@ -43,6 +44,14 @@ SOURCE_FACTORIES: dict[str, Callable[[Options, Any], Source]] = {
     ),
     "amd": lambda o, ps: AmdSource(interval=o.sampling_interval),
     "apple": lambda o, ps: AppleSource(interval=o.sampling_interval),
+    "trainium": lambda o, ps: TrainiumSource(
+        tool_path=o.neuron_monitor_path,
+        pid=_pid(o),
+        tree=o.process_tree,
+        all_runtimes=o.neuron_all_runtimes,
+        period=o.sampling_interval,
+        device_glob="/dev/neuron*",
+    ),
     "openmetrics": lambda o, ps: OpenMetricsSource(
         o.openmetrics_endpoints,
         o.openmetrics_filters,

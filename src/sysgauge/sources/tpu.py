@@ -27,6 +27,7 @@ Messages are built from a descriptor in `_tpu_proto` (no tpu-info, no generated 
 from __future__ import annotations
 
 import glob
+import importlib
 import logging
 import math
 import os
@@ -56,6 +57,8 @@ _PCI_V2_V3 = {"0x004e": "v2", "0x004f": "v3"}
 _DEVICE_KEYS = ("device-id", "device_id", "device_ordinal", "device-ordinal", "chip-id", "chip_id")
 _MAX_MESSAGE = 4 * 2**20
 _MAX_PAUSE_S = 10.0
+# Call outcomes that mean nobody is serving (yet): no connection, or no answer in time.
+_ABSENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
 Values = dict[int, float]
 
@@ -176,7 +179,8 @@ def shape(
     devices = sorted(set(usage) | set(total) | set(duty) | set(tensorcore or {}))
     attrs: dict[int, Attributes] = {d: ((m.TPU_DEVICE, d), (m.TPU_ACCELERATOR, accelerator)) for d in devices}
     memory_devices = sorted(set(usage) | set(total))
-    if duty and memory_devices and len(memory_devices) == 2 * len(duty) and not set(duty) >= set(memory_devices):
+    per_chip = len(memory_devices) == 2 * len(duty) and not set(duty) >= set(memory_devices)
+    if duty and per_chip:
         # v2/v3: duty cycle per chip, memory per device (two per chip): chip i -> its devices 2i, 2i+1.
         chips = sorted(duty)
         duty = {device: duty[chips[i // 2]] for i, device in enumerate(memory_devices)}
@@ -242,17 +246,24 @@ class TpuSource:
         from sysgauge.sources import _tpu_proto as pb
 
         try:
-            answer = self._call(pb.MetricRequest(metric_name=HBM_TOTAL), timeout=self._timeout)
+            answer = _decode(self._call(pb.MetricRequest(metric_name=HBM_TOTAL), timeout=self._timeout))
         except Exception as exc:
+            why = _why(exc, self._timeout)
+            if _status(exc) == "UNIMPLEMENTED":
+                self.close()
+                return f"the gRPC server at {self.address} is not a TPU runtime metrics service ({why})"
+            if _status(exc) not in _ABSENT:
+                # Something that speaks the service answered, if badly: reads will say what is wrong.
+                self.notes.append(f"runtime metrics service at {self.address} answered with an error: {why}")
+                return None
             if functions:
                 self.notes.append(
-                    f"{functions} TPU device(s) on the PCI bus; the runtime metrics service at {self.address} "
-                    f"does not answer yet ({_why(exc, self._timeout)}): readings start when a program "
-                    "loads libtpu"
+                    f"{functions} TPU device(s) on the PCI bus; the runtime metrics service at "
+                    f"{self.address} does not answer yet ({why}): readings start when a program loads libtpu"
                 )
                 return None
             self.close()
-            return f"no TPU runtime metrics service at {self.address} ({_why(exc, self._timeout)})"
+            return f"no TPU runtime metrics service at {self.address} ({why})"
         devices, _ = values_of(answer)
         self.notes.append(
             f"runtime metrics service at {self.address}: {len(devices)} {self._accelerator} device(s)"
@@ -262,8 +273,7 @@ class TpuSource:
     def _connect(self) -> None:
         if self._call is not None:
             return
-        import grpc
-
+        grpc: Any = importlib.import_module("grpc")  # no type stubs: used as Any
         from sysgauge.sources import _tpu_proto as pb
 
         self._channel = grpc.insecure_channel(
@@ -278,7 +288,8 @@ class TpuSource:
         self._call = self._channel.unary_unary(
             pb.GET_RUNTIME_METRIC,
             request_serializer=pb.MetricRequest.SerializeToString,
-            response_deserializer=pb.MetricResponse.FromString,
+            # Raw bytes, decoded by `_decode`: grpc's own decoding logs a traceback for every bad answer.
+            response_deserializer=None,
         )
 
     def specs(self) -> tuple[m.MetricSpec, ...]:
@@ -303,7 +314,7 @@ class TpuSource:
         failures: list[str] = []
         for name, future in futures.items():
             try:
-                response = future.result()
+                response = _decode(future.result())
             except Exception as exc:
                 failures.append(f"{name}: {_why(exc, self._timeout)}")
                 continue
@@ -340,7 +351,9 @@ class TpuSource:
             percentages = sdk_percentages(monitoring.get_metric(SDK_TENSORCORE_UTIL).data())
         except Exception as exc:
             self._log.warning(
-                f"tpu:sdk:{type(exc).__name__}", "sysgauge: libtpu SDK gave no TensorCore utilization: %r", exc
+                f"tpu:sdk:{type(exc).__name__}",
+                "sysgauge: libtpu SDK gave no TensorCore utilization: %r",
+                exc,
             )
             return None
         # The SDK lists cores in order; the service names devices by id: the i-th core is the i-th device.
@@ -353,13 +366,33 @@ class TpuSource:
             channel.close()
 
 
+def _decode(answer: bytes) -> Any:
+    from sysgauge.sources import _tpu_proto as pb
+
+    try:
+        return pb.MetricResponse.FromString(answer)
+    except pb.DecodeError:
+        raise ValueError(f"the answer ({len(answer)} bytes) is not a MetricResponse") from None
+
+
+def _status(exc: Exception) -> str | None:
+    code = getattr(exc, "code", None)
+    if not callable(code):
+        return None
+    try:
+        status = code()
+    except Exception:
+        return None
+    return str(getattr(status, "name", status))
+
+
 def _why(exc: Exception, timeout: float) -> str:
     """One line for a failed call: the gRPC status and its details, or the exception."""
     code = getattr(exc, "code", None)
     if callable(code):
         try:
             status = code()
-            details = exc.details() if hasattr(exc, "details") else ""  # type: ignore[attr-defined]
+            details = getattr(exc, "details", lambda: "")()
         except Exception:
             return f"{type(exc).__name__}: {exc}"
         name = getattr(status, "name", str(status))

@@ -319,7 +319,13 @@ class TrainiumSource:
         delay = self._backoff_first
         while not self._stopping.is_set():
             started = self._clock()
-            why = self._run_once(config)
+            try:
+                why = self._run_once(config)
+            except Exception as exc:  # a bug here must not end the source silently: restart like a death
+                child = self._child
+                if child is not None:
+                    _terminate(child, self._grace)
+                why = (f"error:{type(exc).__name__}", f"could not be read ({exc!r})")
             if why is None or self._stopping.is_set():
                 return
             self._latest = None  # a dead child leaves no values behind
@@ -407,7 +413,7 @@ class TrainiumSource:
             return
         try:
             report = json.loads(line)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; "[[[[..."
             report, problem = None, f"{type(exc).__name__}: {str(exc)[:120]}"
         else:
             problem = "not a JSON object"

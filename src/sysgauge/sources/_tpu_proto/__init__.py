@@ -14,17 +14,21 @@ The messages live in a private descriptor pool, so a program that also imports t
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+# protobuf ships no type stubs (types-protobuf is not a dependency): its modules are used as Any.
+descriptor_pb2: Any = importlib.import_module("google.protobuf.descriptor_pb2")
+descriptor_pool: Any = importlib.import_module("google.protobuf.descriptor_pool")
+message_factory: Any = importlib.import_module("google.protobuf.message_factory")
 
 PACKAGE = "tpu.monitoring.runtime"
 SERVICE = f"{PACKAGE}.RuntimeMetricService"
 GET_RUNTIME_METRIC = f"/{SERVICE}/GetRuntimeMetric"
 
-_F = descriptor_pb2.FieldDescriptorProto
+_F: Any = descriptor_pb2.FieldDescriptorProto
 # (message, [(field, number, type, label, message type or "", oneof index or None)], [oneof names])
-_MESSAGES: tuple[tuple[str, list[tuple[str, int, int, int, str, int | None]], list[str]], ...] = (
+_MESSAGES: tuple[tuple[str, list[tuple[str, int, Any, Any, str, int | None]], list[str]], ...] = (
     (
         "MetricRequest",
         [
@@ -108,6 +112,7 @@ def _build() -> dict[str, Any]:
 
 
 _CLASSES = _build()
+DecodeError: type[Exception] = importlib.import_module("google.protobuf.message").DecodeError
 MetricRequest: Any = _CLASSES["MetricRequest"]
 MetricResponse: Any = _CLASSES["MetricResponse"]
 TPUMetric: Any = _CLASSES["TPUMetric"]
@@ -122,6 +127,7 @@ __all__ = [
     "SERVICE",
     "AttrValue",
     "Attribute",
+    "DecodeError",
     "Gauge",
     "KeyValueList",
     "Metric",
