@@ -51,3 +51,19 @@ def test_importing_sysgauge_does_not_load_nvml_or_the_instrumentation_package() 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_default_sources_on_a_machine_without_accelerators_load_no_vendor_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from sysgauge import instrument_system\n"
+        "monitor = instrument_system(MeterProvider())\n"
+        "print(sorted(m for m in ('grpc', 'google.protobuf', 'pynvml', 'amdsmi', 'urllib.request') if m in sys.modules))\n"
+        "monitor.shutdown()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

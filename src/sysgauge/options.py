@@ -36,7 +36,9 @@ SOURCE_NAMES: tuple[str, ...] = (
     "nvidia",
     "amd",
     "apple",
+    "tpu",
     "trainium",
+    "ipu",
     "openmetrics",
 )
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
@@ -62,6 +64,7 @@ class Options:
     cgroup: bool = True
     nvidia_processes: bool = True
     nvidia_xid: bool = False
+    tpu_address: str = "localhost:8431"
     neuron_monitor_path: str | None = None
     neuron_all_runtimes: bool = False
     openmetrics_endpoints: Mapping[str, str] = field(default_factory=dict)
@@ -268,6 +271,12 @@ def _optional_path(value: Any) -> str | None:
     return value.strip()
 
 
+def _address(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", value.strip()):
+        raise _Invalid("host:port")
+    return value.strip()
+
+
 def _optional_interval(value: Any) -> float | None:
     return None if value is None else _interval(value)
 
@@ -331,6 +340,7 @@ OPTION_SPECS: tuple[OptionSpec, ...] = (
         _boolean,
         "count XID critical errors per GPU (sysgauge.gpu.xid.errors) from a driver event thread",
     ),
+    OptionSpec("tpu_address", _address, "address of libtpu's runtime metrics gRPC service"),
     OptionSpec(
         "neuron_monitor_path", _optional_path, "the neuron-monitor executable; default: found on PATH"
     ),

@@ -15,11 +15,13 @@ from sysgauge.sources.base import Reading, Source
 from sysgauge.sources.cgroup import Cgroup
 from sysgauge.sources.cpu import CpuSource
 from sysgauge.sources.disk import DiskSource
+from sysgauge.sources.ipu import IpuSource
 from sysgauge.sources.memory import MemorySource
 from sysgauge.sources.network import NetworkSource
 from sysgauge.sources.nvidia import NvidiaSource
 from sysgauge.sources.openmetrics import OpenMetricsSource
 from sysgauge.sources.process import ProcessSource
+from sysgauge.sources.tpu import TpuSource
 from sysgauge.sources.trainium import TrainiumSource
 
 __all__ = ["SOURCE_FACTORIES", "Reading", "Source", "build_source"]
@@ -44,6 +46,7 @@ SOURCE_FACTORIES: dict[str, Callable[[Options, Any], Source]] = {
     ),
     "amd": lambda o, ps: AmdSource(interval=o.sampling_interval),
     "apple": lambda o, ps: AppleSource(interval=o.sampling_interval),
+    "tpu": lambda o, ps: TpuSource(address=o.tpu_address),
     "trainium": lambda o, ps: TrainiumSource(
         tool_path=o.neuron_monitor_path,
         pid=_pid(o),
@@ -52,6 +55,7 @@ SOURCE_FACTORIES: dict[str, Callable[[Options, Any], Source]] = {
         period=o.sampling_interval,
         device_glob="/dev/neuron*",
     ),
+    "ipu": lambda o, ps: IpuSource(pid=_pid(o), tree=o.process_tree, interval=o.sampling_interval),
     "openmetrics": lambda o, ps: OpenMetricsSource(
         o.openmetrics_endpoints,
         o.openmetrics_filters,

@@ -236,11 +236,14 @@ class TpuSource:
     # --- probing ---------------------------------------------------------------------------------
 
     def probe(self) -> str | None:
+        chip, functions = accelerator_from_pci(self._sys_root)
+        if not functions and not accelerator_from_env(self._environ) and self.address == DEFAULT_ADDRESS:
+            # Most machines have no TPU: say so without loading grpc and protobuf (about 20 MiB resident).
+            return "no TPU on the PCI bus (and no TPU_* variable, no tpu_address configured)"
         try:
             self._connect()
         except ImportError as exc:
             return f"grpcio or protobuf is not importable: {exc}"
-        chip, functions = accelerator_from_pci(self._sys_root)
         if self._accelerator is None:
             self._accelerator = chip or accelerator_from_env(self._environ) or "unknown"
         from sysgauge.sources import _tpu_proto as pb

@@ -1,0 +1,1 @@
+"""Stand-ins for vendor Python modules, passed to sources through their constructors."""
