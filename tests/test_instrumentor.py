@@ -62,7 +62,8 @@ def test_default_sources_on_a_machine_without_accelerators_load_no_vendor_librar
         "from opentelemetry.sdk.metrics import MeterProvider\n"
         "from sysgauge import instrument_system\n"
         "monitor = instrument_system(MeterProvider())\n"
-        "print(sorted(m for m in ('grpc', 'google.protobuf', 'pynvml', 'amdsmi', 'urllib.request') if m in sys.modules))\n"
+        "vendor = ('grpc', 'google.protobuf', 'pynvml', 'amdsmi', 'urllib.request')\n"
+        "print(sorted(m for m in vendor if m in sys.modules))\n"
         "monitor.shutdown()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
