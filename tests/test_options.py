@@ -93,7 +93,7 @@ def test_bad_keyword_values_name_the_option_and_what_is_accepted(
         ("SYSGAUGE_WINDOW", "-3", r"SYSGAUGE_WINDOW='-3' is not valid"),
         ("SYSGAUGE_PID", "12abc", r"SYSGAUGE_PID='12abc' is not valid: expected a process id"),
         ("SYSGAUGE_PROCESS_TREE", "2", r"SYSGAUGE_PROCESS_TREE='2' is not valid: expected true or false"),
-        ("SYSGAUGE_SOURCES", "cpu,tpu", r"SYSGAUGE_SOURCES='cpu,tpu' is not valid: .*unknown: tpu"),
+        ("SYSGAUGE_SOURCES", "cpu,gpu", r"SYSGAUGE_SOURCES='cpu,gpu' is not valid: .*unknown: gpu"),
     ],
 )
 def test_garbage_in_variables_names_the_variable(variable: str, raw: str, message: str) -> None:
