@@ -188,8 +188,19 @@ def test_a_hung_tool_is_killed_with_its_children_and_never_delays_the_tick(
     with pytest.raises(ToolError, match="did not finish within 1 s"):
         tool.run(["-a", "--json"], timeout=1.0)
     assert time.monotonic() - started < 3
-    for pid in map(int, (tmp_path / "pids").read_text().split()):
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    # SIGKILL is delivered asynchronously: give a loaded machine a moment.
+    deadline = time.monotonic() + 5
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    while not all(gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"left running: {[p for p in pids if not gone(p)]}"
+        time.sleep(0.05)
     # After a good probe the tool starts hanging: reads return at once, from the poller's last result.
     good = fake_tool(tmp_path, monkeypatch, "rocm-smi", AMD / "rocm-smi_rocm5_mi210_1gpu.json")
     source = amd_source(good, live_driver)
