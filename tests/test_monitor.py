@@ -226,3 +226,18 @@ def test_when_the_monitored_process_exits_process_metrics_stop_and_host_metrics_
         assert not any(name.startswith("process.") for name in names)
     finally:
         monitor.shutdown()
+
+
+def test_instrumenting_the_same_provider_again_after_a_shutdown_reports(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    # The SDK keeps the first callback of a name on a meter: the second handle must still be heard.
+    first = instrument_system(provider, sources=["memory"])
+    first.shutdown()
+    assert "system.memory.usage" not in metric_names(reader.get_metrics_data())
+    second = instrument_system(provider, sources=["memory", "cpu"])
+    try:
+        names = metric_names(reader.get_metrics_data())
+        assert {"system.memory.usage", "system.cpu.time"} <= names
+    finally:
+        second.shutdown()
