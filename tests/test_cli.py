@@ -74,7 +74,7 @@ def test_jsonl_writes_otlp_json_lines(tmp_path: Path) -> None:
         (["--interval", "2", "--window", "1"], "window (1 s) must be >= sampling_interval (2 s)"),
         (["--sources", "cpu", "gpu"], "unknown: gpu"),
         (["--pid", "abc"], "--pid='abc' is not valid: expected a process id"),
-        (["--pid", "4194999"], "pid=4194999: no such process"),
+        (["--pid", "4194300"], "pid=4194300: no such process"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--duration", "0"], "--duration 0 is not valid"),
     ],

@@ -112,8 +112,8 @@ def test_sources_option_registers_only_those(provider: MeterProvider, reader: In
 
 
 def test_missing_pid_is_a_clear_error_at_start(provider: MeterProvider) -> None:
-    with pytest.raises(ValueError, match=r"pid=4194999: no such process"):
-        instrument_system(provider, pid=4194999)
+    with pytest.raises(ValueError, match=r"pid=4194300: no such process"):
+        instrument_system(provider, pid=4194300)
 
 
 def test_unknown_option_raises_value_error(provider: MeterProvider) -> None:

@@ -123,4 +123,13 @@ def instrument_system(meter_provider: MeterProvider | None = None, **options: An
             sources.append(source)
         elif resolved.sources is not None:
             _logger.warning("sysgauge: source %s is not available: %s", name, reason)
-    return SystemMonitor(meter_provider, sources, resolved)
+    try:
+        return SystemMonitor(meter_provider, sources, resolved)
+    except BaseException:
+        # Probes opened things (NVML, event threads, tool pollers): a failed start must not leak them.
+        for source in sources:
+            try:
+                source.close()
+            except Exception:
+                pass
+        raise

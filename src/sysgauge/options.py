@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import reprlib
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -24,7 +25,9 @@ _logger = logging.getLogger("sysgauge")
 OpenMetricsFilters = tuple[str, ...] | Mapping[str, Mapping[str, str]]
 
 ENV_PREFIX = "SYSGAUGE_"
+MIN_INTERVAL_S = 0.001
 MAX_INTERVAL_S = 3600.0
+MAX_PID = 2**22  # Linux's largest pid_max
 MAX_WINDOW_S = 86400.0
 # Every host source; the default `sources` is "all of these that are available here".
 SOURCE_NAMES: tuple[str, ...] = (
@@ -88,7 +91,10 @@ def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise _Invalid("a number of seconds")
     if isinstance(value, int | float):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # an int beyond 1e308
+            raise _Invalid("a number of seconds") from None
     elif isinstance(value, str):
         try:
             result = float(value.strip())
@@ -103,8 +109,9 @@ def _number(value: Any) -> float:
 
 def _interval(value: Any) -> float:
     seconds = _number(value)
-    if not 0.0 < seconds <= MAX_INTERVAL_S:
-        raise _Invalid(f"a number of seconds > 0 and <= {MAX_INTERVAL_S:g}")
+    # Below a millisecond a "schedule" is a busy loop (and the window's deque size overflows).
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+        raise _Invalid(f"a number of seconds > 0 (at least {MIN_INTERVAL_S:g}) and <= {MAX_INTERVAL_S:g}")
     return seconds
 
 
@@ -129,10 +136,11 @@ def _pid(value: Any) -> int | None:
     if isinstance(value, bool):
         raise _Invalid("a process id (a positive integer)")
     if isinstance(value, str):
-        if not value.strip().isdigit():
+        text = value.strip()
+        if not text.isascii() or not text.isdigit() or len(text) > 10:
             raise _Invalid("a process id (a positive integer)")
-        value = int(value.strip())
-    if not isinstance(value, int) or value <= 0 or value > 2**31:
+        value = int(text)
+    if not isinstance(value, int) or value <= 0 or value > MAX_PID:
         raise _Invalid("a process id (a positive integer)")
     return value
 
@@ -195,7 +203,7 @@ def _json(value: Any, what: str) -> Any:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, too-long ints, too-deep nesting
             raise _Invalid(f"{what} as JSON") from None
     return value
 
@@ -214,8 +222,12 @@ def _endpoints(value: Any) -> dict[str, str]:
     for name, url in endpoints.items():
         if not _ENDPOINT_NAME.fullmatch(name):
             raise _Invalid(f"{what} with names of letters, digits, '_', '.', '-' (not {name!r})")
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            hostname = parsed.hostname
+        except ValueError:  # a bad IPv6 literal, characters NFKC turns into URL syntax
+            raise _Invalid(f"{what} with valid URLs (not {url[:100]!r})") from None
+        if parsed.scheme not in ("http", "https") or not hostname:
             raise _Invalid(f"{what}; only http and https URLs with a host are accepted (not {url!r})")
     return endpoints
 
@@ -244,7 +256,9 @@ def _compile(pattern: str) -> None:
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise _Invalid(f"valid regular expressions ({pattern!r}: {exc})") from None
+        raise _Invalid(f"valid regular expressions ({pattern[:100]!r}: {exc})") from None
+    except (OverflowError, RecursionError):  # repeat counts or nesting beyond what re can compile
+        raise _Invalid(f"valid regular expressions ({pattern[:100]!r} is too large)") from None
 
 
 def _headers(value: Any) -> dict[str, dict[str, str]]:
@@ -258,8 +272,8 @@ def _headers(value: Any) -> dict[str, dict[str, str]]:
             raise _Invalid(what)
         headers[endpoint] = _string_map(fields_, what)
         for name, text in headers[endpoint].items():
-            if not _HEADER_NAME.fullmatch(name) or any(c in text for c in "\r\n\x00"):
-                raise _Invalid(f"{what} with valid header names and single-line values")
+            if not _HEADER_NAME.fullmatch(name) or any(c in text for c in "\r\n\x00") or not _latin1(text):
+                raise _Invalid(f"{what} with valid header names and single-line Latin-1 values")
     return headers
 
 
@@ -275,6 +289,15 @@ def _address(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", value.strip()):
         raise _Invalid("host:port")
     return value.strip()
+
+
+def _latin1(text: str) -> bool:
+    """HTTP/1.1 carries header values as Latin-1 (what http.client will send)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _optional_interval(value: Any) -> float | None:
@@ -413,10 +436,24 @@ def _parse(spec: OptionSpec, raw: Any, label: str) -> Any:
     try:
         return spec.parse(raw)
     except _Invalid as exc:
-        shown = repr(raw)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        raise ValueError(f"{label}={shown} is not valid: expected {exc}") from None
+        raise ValueError(f"{label}={_shown(raw)} is not valid: expected {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        # A value shaped to break the parsers themselves (deep nesting, giant numbers): still a clear error.
+        raise ValueError(f"{label}={_shown(raw)} is not valid") from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+_REPR.maxlong = 60
+
+
+def _shown(raw: Any) -> str:
+    try:
+        shown = _REPR.repr(raw)
+    except Exception:  # a repr that raises, or an int too long to print
+        shown = f"<{type(raw).__name__}>"
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _warn_unknown_variables(environ: Mapping[str, str]) -> None:

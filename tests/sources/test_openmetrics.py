@@ -273,7 +273,7 @@ def test_configuration_accepts_only_http_urls_and_valid_json() -> None:
         resolve_options({}, environ={"SYSGAUGE_OPENMETRICS_ENDPOINTS": "{not json"})
     with pytest.raises(ValueError, match=r"openmetrics_filters=.*valid regular expressions"):
         resolve_options({"openmetrics_filters": ["("]}, environ={})
-    with pytest.raises(ValueError, match="single-line values"):
+    with pytest.raises(ValueError, match="single-line Latin-1 values"):
         resolve_options({"openmetrics_headers": {"x": {"A": "b\r\nInjected: 1"}}}, environ={})
     options = resolve_options(
         {},

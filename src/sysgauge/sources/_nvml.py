@@ -164,6 +164,10 @@ class Nvml:
                 raise DeviceLost(f"{key}: {exc}") from None
             self._log.warning(f"error:{key}:{code}", "sysgauge: NVML %s failed: %s", key, exc)
             return None
+        except UnicodeDecodeError:
+            # A name or UUID the driver cut inside a multi-byte character: that string is unreadable.
+            self._log.warning(f"decode:{key}", "sysgauge: NVML %s returned undecodable text; skipped", key)
+            return None
         except Exception as exc:  # NVMLLibraryMismatchError and other binding-side surprises
             if "Mismatch" in type(exc).__name__:
                 self._missing.add(key)

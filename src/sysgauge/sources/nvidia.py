@@ -193,7 +193,10 @@ class NvidiaSource:
         nvml = self._nvml
         model = nvml.call("nvmlDeviceGetName", handle, device=uuid) or "NVIDIA GPU"
         pci = nvml.call("nvmlDeviceGetPciInfo", handle, device=uuid, symbol="nvmlDeviceGetPciInfo_v3")
-        bus_id = _text(pci.busId) if pci is not None else ""
+        try:
+            bus_id = _text(pci.busId) if pci is not None else ""
+        except UnicodeDecodeError:  # nvidia-ml-py decodes on access; a bus id cut mid-character
+            bus_id = ""
         attrs: list[tuple[str, str | int]] = [
             (m.HW_ID, uuid),
             (m.HW_NAME, f"gpu{index}" if parent is None else f"gpu{index}/{uuid}"),

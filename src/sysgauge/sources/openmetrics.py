@@ -74,6 +74,8 @@ def samples_of(families: Iterable[Any]) -> list[Sample]:
     for family in families:
         kind = family.type
         unit = getattr(family, "unit", "") or ""
+        if len(unit) > 63 or not unit.isascii():
+            unit = ""  # the SDK refuses such units (and would drop the instrument): keep the values
         for sample in family.samples:
             name = sample.name
             if name.endswith("_created"):
