@@ -28,7 +28,7 @@ class NetworkSource:
 
     def probe(self) -> str | None:
         try:
-            counters = self._ps.net_io_counters(pernic=True, nowrap=True)
+            counters = self._ps.net_io_counters(pernic=True, nowrap=False)
         except Exception as exc:
             return f"cannot read network counters: {exc}"
         if not counters:
@@ -40,7 +40,11 @@ class NetworkSource:
 
     def read(self) -> list[Reading]:
         readings: list[Reading] = []
-        for interface, io in self._ps.net_io_counters(pernic=True, nowrap=True).items():
+        # nowrap=False: on 64-bit kernels these counters do not wrap, and psutil's wrap cache is
+        # process-global: one misread decrease adds the old value to every later reading. A clean-clone
+        # CI run saw lo at twice the kernel's count with nowrap=True (cause not pinned down). A real
+        # reset stays visible as one, which cumulative-sum backends handle.
+        for interface, io in self._ps.net_io_counters(pernic=True, nowrap=False).items():
             if not self._keep(interface):
                 continue
             transmit, receive = self._attributes_of(interface)
