@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.parts import free_port, stop
 from tests.parts import missing as _missing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,11 +51,16 @@ def otelcol() -> Path:
     return binary
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def otlp_receivers(grpc_port: int, http_port: int) -> dict[str, object]:
+    """The `receivers` part of a config override that moves local.yaml's OTLP receiver to these ports."""
+    return {
+        "otlp": {
+            "protocols": {
+                "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
+                "http": {"endpoint": f"127.0.0.1:{http_port}"},
+            }
+        }
+    }
 
 
 def accepts(port: int) -> bool:
@@ -94,14 +100,7 @@ def run_collector(
     prometheus_port = prometheus_port or free_port()
     # JSON is YAML; the Collector merges this over local.yaml (maps merge, lists are replaced).
     override = {
-        "receivers": {
-            "otlp": {
-                "protocols": {
-                    "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
-                    "http": {"endpoint": f"127.0.0.1:{http_port}"},
-                }
-            }
-        },
+        "receivers": otlp_receivers(grpc_port, http_port),
         "exporters": {
             "prometheus": {"endpoint": f"127.0.0.1:{prometheus_port}"},
             "file": {"flush_interval": "100ms"},
@@ -132,9 +131,4 @@ def run_collector(
             time.sleep(0.05)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

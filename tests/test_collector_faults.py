@@ -17,7 +17,8 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from sysgauge import instrument_system
-from tests.otelcol import free_port, run_collector
+from tests.otelcol import run_collector
+from tests.parts import free_port
 
 EXPORT_INTERVAL_S = 0.5
 SAMPLING_S = 0.1

@@ -20,7 +20,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 from sysgauge import instrument_system
-from tests.otelcol import accepts, free_port
+from tests.otelcol import accepts
+from tests.parts import free_port
 
 DURATION_S = 60.0
 INTERVAL_S = 5.0

@@ -17,7 +17,8 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from sysgauge import instrument_system
-from tests.otelcol import CONFIG_DIR, Collector, accepts, free_port
+from tests.otelcol import CONFIG_DIR, Collector, accepts, otlp_receivers
+from tests.parts import free_port
 from tests.prometheus import prometheus
 
 
@@ -91,14 +92,7 @@ def test_gateway_remote_writes_into_prometheus_and_accepts_tls_only(
     grpc_port, http_port = free_port(), free_port()
     with prometheus(tmp_path, remote_write=True) as prom:
         override = {
-            "receivers": {
-                "otlp": {
-                    "protocols": {
-                        "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
-                        "http": {"endpoint": f"127.0.0.1:{http_port}"},
-                    }
-                }
-            },
+            "receivers": otlp_receivers(grpc_port, http_port),
             # Honeycomb is not reachable from here: the test pipeline leaves it out (lists are replaced).
             "service": {
                 "pipelines": {"metrics": {"exporters": ["prometheus_remote_write", "file"]}},

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -86,14 +85,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, message: str) -> f
 def nvml_users() -> int:
     """How many sysgauge handles hold NVML initialized (0 when every NVIDIA source was closed)."""
     return _nvml._init_users
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def percentile(values: list[float], fraction: float) -> float:

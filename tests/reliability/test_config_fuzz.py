@@ -29,7 +29,8 @@ from sysgauge import instrument_system
 from sysgauge.options import OPTION_SPECS, SOURCE_NAMES, Options, resolve_options
 from sysgauge.sources.base import Source
 from tests.nvml_fake.scenario import FakeNvml
-from tests.reliability.helpers import free_port, nvml_scenario, nvml_users, two_gpus
+from tests.parts import free_port
+from tests.reliability.helpers import nvml_scenario, nvml_users, two_gpus
 
 OPTIONS = {spec.name: spec for spec in OPTION_SPECS}
 # Fuzzed regexes draw re's "possible nested set" FutureWarnings; they are not the subject here.

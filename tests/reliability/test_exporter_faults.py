@@ -23,7 +23,8 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 from sysgauge import instrument_system
 from sysgauge.sampler import Sample
-from tests.reliability.helpers import MiB, Sink, free_port, otlp_sink, record, usage
+from tests.parts import free_port
+from tests.reliability.helpers import MiB, Sink, otlp_sink, record, usage
 
 RUN_S = 10.0
 BUSY_S = 4.0
