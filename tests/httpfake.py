@@ -9,6 +9,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
+@contextmanager
+def loopback_server(
+    handler: type[http.server.BaseHTTPRequestHandler], release: threading.Event
+) -> Iterator[int]:
+    """Serve `handler` on a free loopback port, yielded; on exit set `release` (so hanging handlers
+    return), then stop the server."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="test-http-server", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 @dataclass
 class Reply:
     body: bytes = b""
@@ -62,14 +81,6 @@ def serve(reply: Reply | None = None) -> Iterator[Server]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    try:
+    with loopback_server(Handler, state.stop_hanging) as port:
+        state.url = f"http://127.0.0.1:{port}/metrics"
         yield state
-    finally:
-        state.stop_hanging.set()
-        server.shutdown()
-        server.server_close()

@@ -19,6 +19,7 @@ import psutil
 from sysgauge import metrics as m
 from sysgauge.sources import _nvml
 from sysgauge.sources.base import Reading
+from tests.httpfake import loopback_server
 from tests.nvml_fake.scenario import FakeNvml
 
 MiB = 2**20
@@ -207,15 +208,6 @@ def otlp_sink(status: int = 200, hang: float = 0.0) -> Iterator[Sink]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="reliability-otlp-sink", daemon=True)
-    thread.start()
-    sink.url = f"http://127.0.0.1:{server.server_address[1]}/v1/metrics"
-    try:
+    with loopback_server(Handler, sink.release) as port:
+        sink.url = f"http://127.0.0.1:{port}/v1/metrics"
         yield sink
-    finally:
-        sink.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
