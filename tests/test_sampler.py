@@ -133,9 +133,35 @@ def test_first_sample_is_taken_before_start_returns_and_shutdown_joins_fast() ->
     sampler.shutdown()
     sampler.shutdown()  # idempotent
     assert time.monotonic() - began < 1.0
-    assert not any(t.name == "sysgauge-sampler" and t.is_alive() for t in threading.enumerate())
+    assert not any(t.name.startswith("sysgauge-") and t.is_alive() for t in threading.enumerate())
     assert source.closed
     assert values(sampler, GAUGE) == []
+
+
+class Slow(Scripted):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def read(self) -> list[Reading]:
+        time.sleep(self.seconds)
+        return super().read()
+
+
+def test_a_slow_read_shorter_than_hang_after_is_not_abandoned(caplog: pytest.LogCaptureFixture) -> None:
+    source = Slow(0.1)
+    source.next = [Reading(GAUGE, 1.0)]
+    sampler = Sampler([source], interval=0.2, window=1.0)
+    assert sampler.hang_after == 0.25  # the floor, not half the interval
+    sampler.start()
+    try:
+        time.sleep(1.0)
+        assert sampler.hung_sources() == []
+        assert [t.name for t in threading.enumerate()].count("sysgauge-sampler") == 1
+        assert source.reads >= 4
+    finally:
+        sampler.shutdown()
+    assert not [r for r in caplog.records if r.name == "sysgauge"]
 
 
 def test_background_ticks_follow_a_monotonic_schedule() -> None:

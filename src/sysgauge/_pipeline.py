@@ -121,6 +121,6 @@ class Pipeline:
 
     def close(self) -> None:
         # The readers' final collect needs the window, so the provider goes first.
-        self.monitor.sampler.tick()
+        self.monitor.sampler.last_tick()
         self.provider.shutdown()
         self.monitor.shutdown()

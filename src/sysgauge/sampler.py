@@ -1,6 +1,12 @@
-"""One background thread per handle: read every source once per tick into a bounded, time-stamped window.
+"""Read every source once per tick into a bounded, time-stamped window, in the background.
 
 Callbacks never do I/O: they ask `Sampler.aggregate()` for numbers computed from the window.
+
+Threads per handle: one reader ("sysgauge-sampler") reads the sources one after the other, and a watchdog
+("sysgauge-watchdog") replaces the reader when one source's read() has gone on for `hang_after` seconds (a
+statvfs on a dead NFS mount, an NVML call on a GPU that fell off the bus). The stuck reader is abandoned:
+it records nothing, and when its read returns it hands the source back and ends. Until then the new reader
+skips that source, so the others keep their schedule (docs/reliability.md, section 3).
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ from sysgauge.sources.base import Attributes, Source
 
 _logger = logging.getLogger("sysgauge")
 
+# A read is given half an interval before it counts as hung, so the other sources' next tick is late by
+# at most half an interval; never less than this, so that a tick stretched by a program holding the GIL
+# (up to ~0.2 s, docs/reliability.md) is not mistaken for a hang.
+MIN_HANG_AFTER_S = 0.25
+
 SeriesKey = tuple[str, Attributes]
 # Per attribute set, the (time, value) points of one metric, oldest first.
 Series = dict[Attributes, list[tuple[float, float]]]
@@ -31,6 +42,18 @@ class Sample(NamedTuple):
 
 
 TickListener = Callable[[Sample], None]
+
+
+class _Reader:
+    """One reader thread and what the watchdog needs to know about it."""
+
+    def __init__(self, next_tick: float) -> None:
+        self.thread: threading.Thread | None = None
+        self.next_tick = next_tick
+        # The read in progress and when it began; a new tuple per read, so the watchdog can tell two
+        # reads of the same source apart.
+        self.current: tuple[Source, float] | None = None
+        self.abandoned = False
 
 
 class Sampler:
@@ -45,12 +68,21 @@ class Sampler:
         self._interval = interval
         self._window = window
         self._clock = clock
+        self.hang_after = max(interval / 2, MIN_HANG_AFTER_S)
         # Samples newer than `window`, plus the one just before it (the base of RATE metrics).
         # maxlen is a safety net; pruning by age keeps it far smaller.
         self._samples: collections.deque[Sample] = collections.deque(maxlen=int(window / interval) + 3)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._closed = False  # shut down: silent, no sample appended
+        self._closing_sources = False  # from now on a hung source's reader closes it when its read returns
+        # Guards the hand-over between a reader, the watchdog and shutdown: who owns which source.
+        self._handoff = threading.Lock()
+        self._reader: _Reader | None = None
+        self._watchdog: threading.Thread | None = None
+        # Sources whose read() is still running on an abandoned reader, by id (sources need not be hashable).
+        self._hung: dict[int, Source] = {}
+        self._first_tick = threading.Event()
         self._cache: dict[tuple[str, Aggregation], list[tuple[float, Attributes]]] = {}
         self._cache_stamp: tuple[int, float] = (-1, 0.0)
         self._grouped: dict[str, Series] = {}
@@ -72,47 +104,149 @@ class Sampler:
         """Call `listener(sample)` from the sampler thread after every tick (the run summary uses it)."""
         self._listeners.append(listener)
 
+    def hung_sources(self) -> list[str]:
+        """Names of the sources skipped because a read of theirs has not returned yet."""
+        with self._handoff:
+            return [source.name for source in self._hung.values()]
+
     def start(self) -> None:
-        """Take the first sample now, so the first export has data, then sample in the background."""
-        self.tick()
-        self._thread = threading.Thread(target=self._run, name="sysgauge-sampler", daemon=True)
-        self._thread.start()
+        """Start sampling; wait for the first sample (the first export has data) but not for a hung read."""
+        with self._handoff:
+            self._start_reader(self._clock())
+        self._watchdog = threading.Thread(target=self._watch, name="sysgauge-watchdog", daemon=True)
+        self._watchdog.start()
+        # A hung first read is abandoned after hang_after and the next reader takes the sample at once.
+        self._first_tick.wait(2 * self.hang_after + 1.0)
+
+    def last_tick(self, timeout: float = 1.0) -> None:
+        """Stop sampling in the background and take one last sample on this thread (for a final export)."""
+        self._stop_threads(timeout)
+        self._tick(None)
 
     def shutdown(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        with self._lock:
+            self._closed = True
+        self._stop_threads(timeout)
+        with self._handoff:
+            self._closing_sources = True
+            # A source still inside read() is closed by the thread that reads it, once the read returns.
+            busy = set(self._hung)
         with self._lock:
             self._samples.clear()
             self._cache.clear()
         for source in self._sources:
-            try:
-                source.close()
-            except Exception as exc:  # a source's cleanup must not stop the others'
-                self._log.warning(
-                    f"close:{source.name}:{exc!r}", "sysgauge: closing source %s failed: %r", source.name, exc
-                )
+            if id(source) not in busy:
+                self._close(source)
+
+    def _stop_threads(self, timeout: float) -> None:
+        self._stop.set()
+        with self._handoff:
+            reader = self._reader  # final: the watchdog starts no reader once _stop is set
+        current = threading.current_thread()
+        if reader is not None and reader.thread is not None and reader.thread is not current:
+            reader.thread.join(timeout)
+        if self._watchdog is not None and self._watchdog is not current:
+            self._watchdog.join(timeout)
+        if reader is not None:
+            with self._handoff:
+                if reader.current is not None:
+                    self._abandon(reader, reader.current[0])
+
+    def _close(self, source: Source) -> None:
+        try:
+            source.close()
+        except Exception as exc:  # a source's cleanup must not stop the others'
+            self._log.warning(
+                f"close:{source.name}:{exc!r}", "sysgauge: closing source %s failed: %r", source.name, exc
+            )
 
     @property
     def running(self) -> bool:
-        return not self._stop.is_set()
-
-    def _run(self) -> None:
-        next_deadline = self._clock() + self._interval
-        while not self._stop.wait(max(0.0, next_deadline - self._clock())):
-            self.tick()
-            now = self._clock()
-            next_deadline += self._interval
-            if next_deadline <= now:
-                # A tick overran (a slow source, a suspended VM): skip the missed slots, keep the phase.
-                missed = int((now - next_deadline) // self._interval) + 1
-                next_deadline += missed * self._interval
+        return not self._closed
 
     def tick(self) -> None:
-        """Read every source once and append one sample."""
+        """Read every source once, on the caller's thread, and append one sample."""
+        self._tick(None)
+
+    def _start_reader(self, first_tick: float) -> None:
+        # Called with _handoff held.
+        reader = _Reader(first_tick)
+        thread = threading.Thread(target=self._run, args=(reader,), name="sysgauge-sampler", daemon=True)
+        reader.thread = thread
+        self._reader = reader
+        reader.thread.start()
+
+    def _run(self, reader: _Reader) -> None:
+        interval = self._interval
+        while not self._stop.wait(max(0.0, reader.next_tick - self._clock())):
+            self._tick(reader)
+            if reader.abandoned:
+                return
+            self._first_tick.set()
+            now = self._clock()
+            next_tick = reader.next_tick + interval
+            if next_tick <= now:
+                # A tick overran (a slow source, a suspended VM): skip the missed slots, keep the phase.
+                next_tick += (int((now - next_tick) // interval) + 1) * interval
+            reader.next_tick = next_tick
+
+    def _watch(self) -> None:
+        hang_after = self.hang_after
+        while True:
+            reader = self._reader
+            if reader is None:
+                return
+            current = reader.current
+            if current is not None:
+                wait = current[1] + hang_after - self._clock()
+            else:
+                # Idle: the earliest a read could be overdue is hang_after past the next tick.
+                wait = reader.next_tick + hang_after - self._clock()
+                if wait <= 0:
+                    wait = hang_after  # the reader is late to start (the GIL); not a hung read
+            if wait > 0:
+                if self._stop.wait(wait):
+                    return
+                continue
+            assert current is not None
+            source, since = current
+            with self._handoff:
+                if self._stop.is_set():
+                    return
+                if reader.current is not current:
+                    continue  # it returned meanwhile
+                self._abandon(reader, source)
+                self._start_reader(self._clock())
+            self._log.warning(
+                f"hung:{source.name}",
+                "sysgauge: source %s has not returned from a read for %.2f s; the other sources go on "
+                "without it until it does",
+                source.name,
+                self._clock() - since,
+            )
+
+    def _abandon(self, reader: _Reader, source: Source) -> None:
+        # Called with _handoff held.
+        reader.abandoned = True
+        self._hung[id(source)] = source
+
+    def _hand_back(self, source: Source) -> None:
+        with self._handoff:
+            self._hung.pop(id(source), None)
+            closing = self._closing_sources
+        if closing:
+            self._close(source)
+        else:
+            message = "sysgauge: source %s returned from its hung read and is read again"
+            self._log.info(f"back:{source.name}", message, source.name)
+
+    def _tick(self, reader: _Reader | None) -> None:
         values: dict[SeriesKey, float] = {}
         for source in self._sources:
+            if id(source) in self._hung:
+                continue
+            if reader is not None:
+                reader.current = (source, self._clock())
             try:
                 readings = source.read()
             except Exception as exc:
@@ -123,12 +257,19 @@ class Sampler:
                     source.name,
                     exc,
                 )
-                continue
+                readings = []
+            if reader is not None:
+                with self._handoff:
+                    reader.current = None
+                    abandoned = reader.abandoned
+                if abandoned:
+                    self._hand_back(source)
+                    return
             for reading in readings:
                 values[(reading.spec.name, reading.attributes)] = reading.value
         sample = Sample(self._clock(), values)
         with self._lock:
-            if self._stop.is_set() and self._thread is not None:
+            if self._closed or (reader is not None and reader.abandoned):
                 return
             self._samples.append(sample)
             self._prune(sample.time)
@@ -170,11 +311,15 @@ class Sampler:
             return list(self._samples)
 
     def _after_fork_in_child(self) -> None:
-        # The thread did not survive the fork. The child stays silent rather than double-reporting
+        # The threads did not survive the fork. The child stays silent rather than double-reporting
         # the parent's host metrics; call instrument_system() in the child to monitor it (docs/decisions.md).
         self._lock = threading.Lock()
+        self._handoff = threading.Lock()
         self._forked = True
+        self._closed = True
         self._stop.set()
+        self._reader = None
+        self._hung.clear()
         self._samples.clear()
         self._cache.clear()
 

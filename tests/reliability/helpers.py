@@ -144,15 +144,16 @@ def nvml_scenario(fake: FakeNvml, scenario: dict[str, Any], name: str = "reliabi
 
 class HangingSource:
     """A Source whose read() blocks once `hang` is set, until `release` is set (a stuck NFS stat, a driver
-    call that never returns)."""
+    call that never returns). Its reading counts its reads, under the attribute `source=<name>`."""
 
-    name = "hanging"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str = "hanging") -> None:
+        self.name = name
         self.hang = threading.Event()
         self.release = threading.Event()
         self.inside = threading.Event()  # set while a read() is blocked
         self.reads = 0
+        self.closes = 0
+        self.closed_during_read = False
 
     def probe(self) -> str | None:
         return None
@@ -166,10 +167,11 @@ class HangingSource:
             self.inside.set()
             self.release.wait()
             self.inside.clear()
-        return [Reading(m.PROCESS_THREAD_COUNT, float(self.reads))]
+        return [Reading(m.PROCESS_THREAD_COUNT, float(self.reads), (("source", self.name),))]
 
     def close(self) -> None:
-        pass
+        self.closes += 1
+        self.closed_during_read = self.closed_during_read or self.inside.is_set()
 
 
 # --- an OTLP/HTTP endpoint that misbehaves ------------------------------------------------------------

@@ -1,16 +1,17 @@
-"""A source whose read() never returns (a stuck NFS statfs, a driver call that hangs).
+"""A source whose read() does not return (a stuck NFS statfs, a driver call that hangs).
 
-What holds: the SDK's collection never waits for a source (callbacks only read the precomputed window).
-What does not, today: every source of a handle is read by its one sampler thread, one after the other, so
-a hung read() stops the ticks of all the handle's sources; their window drains and they report nothing
-until the read returns. Only the OpenMetrics scrapes run on threads of their own (tests/sources/
-test_openmetrics.py checks that a hung endpoint delays nothing). shutdown() gives up on the hung thread
-after 1 s and returns; the daemon thread stays blocked until the read returns, then ends without writing.
-The same single thread is why a CPU-bound Python thread in the program stretches every tick (last test).
+What holds: the SDK's collection never waits for a source (callbacks only read the precomputed window),
+and the other sources of the handle keep their schedule: the watchdog abandons the reader stuck in the
+read after `hang_after` (half an interval, at least 0.25 s) and starts a new one that skips the hung
+source until its read returns. The stuck reader records nothing, hands the source back when the read
+returns, and ends; a source still inside a read at shutdown is closed by that reader afterwards.
+A CPU-bound Python thread in the program still stretches every tick (last test).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import statistics
 import threading
 import time
@@ -22,43 +23,63 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sysgauge import SystemMonitor, instrument_system
+from sysgauge import metrics as m
 from sysgauge.options import resolve_options
+from sysgauge.sampler import Sample
 from sysgauge.sources.memory import MemorySource
 from tests.conftest import metric_names
-from tests.reliability.helpers import HangingSource, record, wait_until
+from tests.reliability.helpers import HangingSource, record, sysgauge_threads, wait_until
 
 COLLECTS = 50
+INTERVAL = 0.5  # hang_after = 0.25 s
+MEMORY = ("system.memory.usage", (("system.memory.state", "used"),))
+
+
+def hanging_key(source: HangingSource) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return (m.PROCESS_THREAD_COUNT.name, (("source", source.name),))
+
+
+class Handle:
+    def __init__(self, *hanging: HangingSource, interval: float = INTERVAL) -> None:
+        self.reader = InMemoryMetricReader()
+        self.provider = MeterProvider(metric_readers=[self.reader], shutdown_on_exit=False)
+        self.hanging = hanging
+        memory = MemorySource(psutil)
+        assert memory.probe() is None
+        options = resolve_options({"sampling_interval": interval, "window": 6 * interval}, environ={})
+        self.monitor = SystemMonitor(self.provider, [*hanging, memory], options)
+        self.samples: list[Sample] = []
+        self.monitor.sampler.add_listener(self.samples.append)
+
+    def close(self) -> None:
+        for source in self.hanging:
+            source.release.set()
+        self.monitor.shutdown()
+        self.provider.shutdown()
 
 
 @pytest.fixture
-def stuck() -> Iterator[tuple[SystemMonitor, HangingSource, InMemoryMetricReader]]:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    hanging = HangingSource()
-    memory = MemorySource(psutil)
-    assert memory.probe() is None
-    options = resolve_options({"sampling_interval": 0.05, "window": 0.6}, environ={})
-    handle = SystemMonitor(provider, [hanging, memory], options)
+def stuck() -> Iterator[Handle]:
+    handle = Handle(HangingSource())
     try:
-        yield handle, hanging, reader
+        yield handle
     finally:
-        hanging.release.set()
-        handle.shutdown()
-        provider.shutdown()
+        handle.close()
 
 
-def test_collect_returns_at_once_while_a_read_hangs(
-    stuck: tuple[SystemMonitor, HangingSource, InMemoryMetricReader],
-) -> None:
-    _handle, hanging, reader = stuck
-    time.sleep(0.2)
+def sampler_threads() -> int:
+    return sysgauge_threads().count("sysgauge-sampler")
+
+
+def test_collect_returns_at_once_while_a_read_hangs(stuck: Handle) -> None:
+    (hanging,) = stuck.hanging
     hanging.hang.set()
     wait_until(hanging.inside.is_set, 2.0, "the source never started hanging")
     durations = []
     names: set[str] = set()
     for _ in range(COLLECTS):
         started = time.perf_counter()
-        data = reader.get_metrics_data()
+        data = stuck.reader.get_metrics_data()
         durations.append(time.perf_counter() - started)
         names |= metric_names(data)
     median, worst = statistics.median(durations), max(durations)
@@ -70,52 +91,121 @@ def test_collect_returns_at_once_while_a_read_hangs(
     )
     assert median < 0.050, f"median collect {median * 1000:.1f} ms with a hung source"
     assert worst < 0.5, f"slowest collect {worst * 1000:.1f} ms"
-    assert "system.memory.usage" in names  # the window taken before the hang is still there
+    assert "system.memory.usage" in names
 
 
-def test_a_hung_read_stops_the_ticks_of_every_source_of_that_handle(
-    stuck: tuple[SystemMonitor, HangingSource, InMemoryMetricReader],
+def test_a_hung_read_delays_the_other_sources_by_at_most_hang_after(
+    stuck: Handle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Documents today's behaviour (docs/reliability.md): one sampler thread reads all the sources."""
-    handle, hanging, reader = stuck
-    time.sleep(0.2)
+    (hanging,) = stuck.hanging
+    sampler = stuck.monitor.sampler
+    assert sampler.hang_after == INTERVAL / 2
+    time.sleep(2 * INTERVAL)
+    caplog.set_level(logging.INFO, logger="sysgauge")
     hanging.hang.set()
     wait_until(hanging.inside.is_set, 2.0, "the source never started hanging")
-    ticks_at_hang = len(handle.sampler.samples())
-    last_tick = handle.sampler.samples()[-1].time
-    time.sleep(0.8)  # longer than the 0.6 s window
-    assert handle.sampler.samples()[-1].time == last_tick, "a tick happened while a read() hung"
-    # The memory source was not read either, and its window drained: no point rather than a stale one.
-    assert "system.memory.usage" not in metric_names(reader.get_metrics_data())
+    hung_at = time.monotonic()
+    wait_until(lambda: sampler.hung_sources() == ["hanging"], 2.0, "the hung read was never abandoned")
+    abandoned_after = time.monotonic() - hung_at
+    time.sleep(8 * INTERVAL)
+    assert sampler_threads() == 2, "the stuck reader and its replacement"
+    during = [sample for sample in stuck.samples if sample.time > hung_at]
+    times = [sample.time for sample in stuck.samples]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # Every sample since the hang has memory, none the hung source (no stale value, no made-up one).
+    assert len(during) >= 7
+    assert all(MEMORY in sample.values and hanging_key(hanging) not in sample.values for sample in during)
+    worst_gap = max(gaps)
+    # One interval, plus at most hang_after for the tick the hang interrupted, plus scheduling slack.
+    assert worst_gap < INTERVAL + sampler.hang_after + 0.1, gaps
+    assert "system.memory.usage" in metric_names(stuck.reader.get_metrics_data())
+    messages = [record.getMessage() for record in caplog.records]
+    hung_warnings = [message for message in messages if "has not returned from a read" in message]
+    assert len(hung_warnings) == 1 and "source hanging" in hung_warnings[0]
+
+    reads_before_release = hanging.reads
     hanging.release.set()
-    resumed = wait_until(lambda: handle.sampler.samples()[-1].time > last_tick, 2.0, "ticks never resumed")
-    wait_until(lambda: "system.memory.usage" in metric_names(reader.get_metrics_data()), 2.0, "no data again")
-    record("hung-source-stall", ticks_before_hang=ticks_at_hang, resumed_after_release_s=round(resumed, 3))
+    wait_until(lambda: sampler.hung_sources() == [], 2.0, "the source was never handed back")
+    wait_until(lambda: sampler_threads() == 1, 2.0, "the stuck reader did not end after its read returned")
+    read_again = "the source was not read again"
+    wait_until(lambda: hanging_key(hanging) in stuck.samples[-1].values, 3 * INTERVAL, read_again)
+    assert hanging.reads > reads_before_release
+    assert any("returned from its hung read" in r.getMessage() for r in caplog.records)
+    record(
+        "hung-source-isolated",
+        interval_s=INTERVAL,
+        hang_after_s=sampler.hang_after,
+        abandoned_after_s=round(abandoned_after, 3),
+        samples_during_hang=len(during),
+        longest_gap_s=round(worst_gap, 3),
+    )
 
 
-def test_shutdown_gives_up_on_a_hung_read_after_a_second() -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+def test_two_sources_hung_at_once_leave_the_third_on_schedule() -> None:
+    handle = Handle(HangingSource("first"), HangingSource("second"))
+    first, second = handle.hanging
+    sampler = handle.monitor.sampler
+    try:
+        first.hang.set()
+        wait_until(lambda: sampler.hung_sources() == ["first"], 2.0, "the first hang was never abandoned")
+        second.hang.set()
+        wait_until(lambda: len(sampler.hung_sources()) == 2, 2.0, "the second hang was never abandoned")
+        assert sampler_threads() == 3
+        since = time.monotonic()
+        time.sleep(6 * INTERVAL)
+        during = [sample for sample in handle.samples if sample.time > since]
+        assert len(during) >= 5 and all(MEMORY in sample.values for sample in during)
+        first.release.set()
+        second.release.set()
+        wait_until(lambda: sampler_threads() == 1, 2.0, "the stuck readers did not end")
+        wait_until(
+            lambda: {hanging_key(first), hanging_key(second)} <= set(handle.samples[-1].values),
+            3 * INTERVAL,
+            "the sources were not read again",
+        )
+    finally:
+        handle.close()
+
+
+def test_start_does_not_wait_for_a_first_read_that_hangs() -> None:
     hanging = HangingSource()
-    handle = SystemMonitor(provider, [hanging], resolve_options({"sampling_interval": 0.05}, environ={}))
+    hanging.hang.set()
+    started = time.monotonic()
+    handle = Handle(hanging, interval=2.0)  # hang_after = 1 s
+    took = time.monotonic() - started
+    try:
+        assert 0.9 < took < 1.6, f"instrumenting took {took:.2f} s"
+        assert "system.memory.usage" in metric_names(handle.reader.get_metrics_data())
+        record("hung-first-read", start_s=round(took, 3))
+    finally:
+        handle.close()
+
+
+@pytest.mark.parametrize("abandoned_first", [True, False], ids=["abandoned", "not-yet-abandoned"])
+def test_shutdown_returns_and_the_hung_source_is_closed_once_its_read_returns(abandoned_first: bool) -> None:
+    handle = Handle(HangingSource())
+    (hanging,) = handle.hanging
+    sampler = handle.monitor.sampler
     try:
         hanging.hang.set()
         wait_until(hanging.inside.is_set, 2.0, "the source never started hanging")
-        thread = next(t for t in threading.enumerate() if t.name == "sysgauge-sampler" and t.is_alive())
+        if abandoned_first:
+            wait_until(lambda: sampler.hung_sources() == ["hanging"], 2.0, "never abandoned")
         started = time.monotonic()
-        handle.shutdown()
+        handle.monitor.shutdown()
         took = time.monotonic() - started
-        assert 0.9 < took < 1.5, f"shutdown took {took:.2f} s"
-        assert thread.is_alive()  # still inside read(): a daemon thread, left behind for now
-        assert not metric_names(reader.get_metrics_data())
+        # The reader is joined for at most 1 s; a reader already abandoned is not waited for at all.
+        assert took < (0.5 if abandoned_first else 1.5), f"shutdown took {took:.2f} s"
+        assert sampler_threads() == 1, "the stuck reader stays until its read returns"
+        assert hanging.closes == 0, "closed while a read was still inside it"
+        assert not metric_names(handle.reader.get_metrics_data())
         hanging.release.set()
-        thread.join(2.0)
-        assert not thread.is_alive(), "the sampler thread did not end once read() returned"
-        assert handle.sampler.samples() == [], "a tick was recorded after shutdown"
-        record("hung-source-shutdown", shutdown_s=round(took, 3))
+        wait_until(lambda: sampler_threads() == 0, 2.0, "the stuck reader did not end once read() returned")
+        assert hanging.closes == 1 and not hanging.closed_during_read
+        assert sampler.samples() == [], "a tick was recorded after shutdown"
+        record("hung-source-shutdown", abandoned_first=abandoned_first, shutdown_s=round(took, 3))
     finally:
-        hanging.release.set()
-        provider.shutdown()
+        handle.close()
 
 
 def test_a_cpu_bound_python_thread_stretches_each_tick_but_ticks_go_on() -> None:

@@ -28,7 +28,7 @@ def test_a_short_soak_is_flat(fake_nvml_library: FakeNvml) -> None:
     assert (
         result.sysgauge_threads_end
         == result.sysgauge_threads_start
-        == ["sysgauge-openmetrics-dcgm", "sysgauge-sampler"]
+        == ["sysgauge-openmetrics-dcgm", "sysgauge-sampler", "sysgauge-watchdog"]
     )
     assert result.window_max <= result.window_bound
     assert result.objects_end - result.objects_start < 1000, "Python objects accumulate"
