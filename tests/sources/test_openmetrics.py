@@ -19,6 +19,7 @@ from sysgauge.options import resolve_options
 from sysgauge.sources.base import Reading
 from sysgauge.sources.openmetrics import (
     ENDPOINT_ATTRIBUTE,
+    MAX_LINE_CHARS,
     MetricFilter,
     OpenMetricsSource,
     SeriesCap,
@@ -264,6 +265,28 @@ def test_churning_labels_stay_within_the_series_cap(caplog: pytest.LogCaptureFix
         finally:
             source.close()
     assert len([r for r in caplog.records if "more than 50 series" in r.getMessage()]) == 1
+
+
+def test_a_line_over_the_length_limit_is_dropped_and_the_rest_of_the_scrape_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    huge = "x" * (MAX_LINE_CHARS + 1)
+    body = f'# TYPE before gauge\nbefore 1\nhuge{{a="{huge}"}} 2\n# TYPE after gauge\nafter 3\n'
+    with serve(Reply(body=body.encode())) as server:
+        source = source_for(server.url)
+        try:
+            with caplog.at_level(logging.WARNING, logger="sysgauge"):
+                got = wait_for(source, lambda rs: rs)
+                requests = len(server.requests)
+                deadline = time.monotonic() + 5
+                while len(server.requests) < requests + 2:  # two more scrapes: still one warning
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+        finally:
+            source.close()
+    assert {(r.spec.name, r.value) for r in got} == {("before", 1.0), ("after", 3.0)}
+    warnings = [r.getMessage() for r in caplog.records if "longer than 65536 characters" in r.getMessage()]
+    assert len(warnings) == 1 and "endpoint ep" in warnings[0] and "(1 in this scrape)" in warnings[0]
 
 
 def test_configuration_accepts_only_http_urls_and_valid_json() -> None:
