@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from sysgauge._version import __version__
@@ -267,7 +267,8 @@ def _run(args: argparse.Namespace) -> int:
 
     resolve_options(_options(args, None))
     try:
-        child = subprocess.Popen(cmd)
+        # No sysgauge thread runs yet, so a preexec_fn is safe here.
+        child = subprocess.Popen(cmd, preexec_fn=_end_with_this_process())
     except OSError as exc:
         print(f"sysgauge: error: cannot run {cmd[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126
@@ -291,6 +292,34 @@ def _run(args: argparse.Namespace) -> int:
             recorded = os.path.abspath(args.jsonl)
             sys.stderr.write(f"sysgauge: recorded to {recorded}; chart it with: sysgauge plot {recorded}\n")
     return 128 - code if code < 0 else code
+
+
+# prctl(2) option: the signal the calling process gets when its parent thread ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_this_process() -> Callable[[], None] | None:
+    """On Linux, a preexec_fn that sends the command SIGTERM when sysgauge ends, even killed by SIGKILL
+    or the OOM killer, so that it never runs on unmonitored (docs/reliability.md, limitation 14).
+
+    SIGTERM rather than SIGKILL: the program may save its work, as under any supervisor that stops it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:  # runs in the child, between fork and exec
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # sysgauge died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 class _Forwarder:
