@@ -18,7 +18,7 @@ from sysgauge import metrics as m
 from sysgauge._logonce import LogOnce
 from sysgauge.sources._poller import Poller
 from sysgauge.sources._tools import Tool, ToolError
-from sysgauge.sources.base import Attributes, Reading
+from sysgauge.sources.base import Attributes, Reading, finite_number, from_percent, ratio, share
 
 _logger = logging.getLogger("sysgauge")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -44,11 +44,11 @@ _MODEL = ("Card Series", "Card series", "Device Name", "Card Model", "Card model
 def number(value: object) -> float | None:
     """'20C', '1300MHz', '17.8 C', '89.0' -> a float; 'N/A', 'N/A (Secondary die)', '' -> None (not 0)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return finite_number(value)
     if not isinstance(value, str) or value.strip().upper().startswith("N/A"):
         return None
     match = _NUMBER.search(value)
-    return float(match.group()) if match else None
+    return finite_number(float(match.group())) if match else None
 
 
 def parse_rocm_smi(text: str) -> dict[str, dict[str, str]]:
@@ -110,16 +110,18 @@ def identities(cards: Mapping[str, Mapping[str, Any]]) -> dict[str, Attributes]:
 def card_readings(fields: Mapping[str, Any], ident: Attributes) -> list[Reading]:
     """One card's readings; a key the card lacks simply gives no reading."""
     out = []
-    utilization = _first(fields, _UTILIZATION)
+    utilization = _percent(_first(fields, _UTILIZATION))
     if utilization is not None:
-        out.append(Reading(m.AMD_GPU_UTILIZATION, utilization / 100, (*ident, (m.HW_GPU_TASK, "general"))))
+        out.append(Reading(m.AMD_GPU_UTILIZATION, utilization, (*ident, (m.HW_GPU_TASK, "general"))))
     total, used = _first(fields, _VRAM_TOTAL), _first(fields, _VRAM_USED)
-    percent = _first(fields, _MEMORY_PERCENT)
+    percent = _percent(_first(fields, _MEMORY_PERCENT))
     if total and used is not None:
         out += [Reading(m.AMD_GPU_MEMORY_USAGE, used, ident), Reading(m.AMD_GPU_MEMORY_LIMIT, total, ident)]
-        out.append(Reading(m.AMD_GPU_MEMORY_UTILIZATION, used / total, ident))
+        fraction = share(used, total)
+        if fraction is not None:
+            out.append(Reading(m.AMD_GPU_MEMORY_UTILIZATION, fraction, ident))
     elif percent is not None:
-        out.append(Reading(m.AMD_GPU_MEMORY_UTILIZATION, percent / 100, ident))
+        out.append(Reading(m.AMD_GPU_MEMORY_UTILIZATION, percent, ident))
     temperature = _first(fields, _TEMPERATURE)
     if temperature is not None:
         out.append(Reading(m.AMD_TEMPERATURE, temperature, ident))
@@ -128,9 +130,14 @@ def card_readings(fields: Mapping[str, Any], ident: Attributes) -> list[Reading]
         out.append(Reading(m.AMD_POWER, power, ident))
     if limit:
         out.append(Reading(m.AMD_POWER_LIMIT, limit, ident))
-        if power is not None:
-            out.append(Reading(m.AMD_POWER_UTILIZATION, power / limit, ident))
+        drawn = None if power is None else ratio(power, limit)
+        if drawn is not None:
+            out.append(Reading(m.AMD_POWER_UTILIZATION, drawn, ident))
     return out
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else from_percent(value)
 
 
 class AmdSource:
@@ -227,17 +234,19 @@ class AmdSource:
                 (m.GPU_INDEX, index),
             )
             activity = _call(api.amdsmi_get_gpu_activity, handle) or {}
-            gfx = _value(activity.get("gfx_activity"))
+            gfx = _percent(_value(activity.get("gfx_activity")))
             if gfx is not None:
-                out.append(Reading(m.AMD_GPU_UTILIZATION, gfx / 100, (*ident, (m.HW_GPU_TASK, "general"))))
+                out.append(Reading(m.AMD_GPU_UTILIZATION, gfx, (*ident, (m.HW_GPU_TASK, "general"))))
             vram = _call(api.amdsmi_get_gpu_vram_usage, handle) or {}
             total, used = _value(vram.get("vram_total")), _value(vram.get("vram_used"))
             if total and used is not None:  # MB
                 out += [
                     Reading(m.AMD_GPU_MEMORY_USAGE, used * 2**20, ident),
                     Reading(m.AMD_GPU_MEMORY_LIMIT, total * 2**20, ident),
-                    Reading(m.AMD_GPU_MEMORY_UTILIZATION, used / total, ident),
                 ]
+                fraction = share(used, total)
+                if fraction is not None:
+                    out.append(Reading(m.AMD_GPU_MEMORY_UTILIZATION, fraction, ident))
             edge = getattr(getattr(api, "AmdSmiTemperatureType", None), "EDGE", 0)
             current = getattr(getattr(api, "AmdSmiTemperatureMetric", None), "CURRENT", 0)
             temperature = _value(_call(api.amdsmi_get_temp_metric, handle, edge, current))

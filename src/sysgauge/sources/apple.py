@@ -19,7 +19,7 @@ from sysgauge import metrics as m
 from sysgauge._logonce import LogOnce
 from sysgauge.sources._poller import Poller
 from sysgauge.sources._tools import Tool, ToolError
-from sysgauge.sources.base import Attributes, Reading
+from sysgauge.sources.base import Attributes, Reading, finite_number, from_percent
 
 _logger = logging.getLogger("sysgauge")
 _GPU_SENSOR = re.compile(r"m\d+Gpu\d+")
@@ -38,12 +38,6 @@ def parse_apple_gpu_stats(text: str) -> dict[str, Any]:
     return document
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
 def to_readings(stats: dict[str, Any]) -> list[Reading]:
     name = str(stats.get("name") or "Apple GPU")
     ident: Attributes = (
@@ -55,22 +49,26 @@ def to_readings(stats: dict[str, Any]) -> list[Reading]:
         (m.GPU_INDEX, 0),
     )
     out = []
-    utilization = _number(stats.get("utilization"))
+    percent = finite_number(stats.get("utilization"))
+    utilization = None if percent is None else from_percent(percent)
     if utilization is not None:
-        out.append(Reading(m.APPLE_GPU_UTILIZATION, utilization / 100, (*ident, (m.HW_GPU_TASK, "general"))))
-    in_use = _number(stats.get("inUseSystemMemory"))
+        out.append(Reading(m.APPLE_GPU_UTILIZATION, utilization, (*ident, (m.HW_GPU_TASK, "general"))))
+    in_use = finite_number(stats.get("inUseSystemMemory"))
     if in_use is not None:
         out.append(Reading(m.APPLE_GPU_MEMORY_USAGE, in_use, ident))
-    allocated = _number(stats.get("allocatedSystemMemory"))
+    allocated = finite_number(stats.get("allocatedSystemMemory"))
     if allocated is not None:
         out.append(Reading(m.APPLE_GPU_MEMORY_ALLOCATED, allocated, ident))
-    sensors = [v for k, v in stats.items() if _GPU_SENSOR.fullmatch(k) and (_number(v) or 0) > 0]
-    if sensors:
-        out.append(Reading(m.APPLE_TEMPERATURE, sum(sensors) / len(sensors), ident))
-    rails = [p for p in (_number(stats.get("gpuPower")), _number(stats.get("gpuPowerPMVR"))) if p is not None]
+    sensors = [finite_number(v) for k, v in stats.items() if _GPU_SENSOR.fullmatch(k)]
+    temperatures = [t for t in sensors if t is not None and t > 0]
+    if temperatures:
+        # Divided first: a sum of garbled huge readings would overflow to infinity.
+        out.append(Reading(m.APPLE_TEMPERATURE, sum(t / len(temperatures) for t in temperatures), ident))
+    power, pmvr = finite_number(stats.get("gpuPower")), finite_number(stats.get("gpuPowerPMVR"))
+    rails = [p for p in (power, pmvr) if p is not None]
     if rails:
         out.append(Reading(m.APPLE_POWER, max(rails), ident))
-    system = _number(stats.get("systemPower"))
+    system = finite_number(stats.get("systemPower"))
     if system is not None:
         out.append(Reading(m.APPLE_HOST_POWER, system))
     return out

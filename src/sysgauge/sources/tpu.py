@@ -38,7 +38,7 @@ from typing import Any
 
 from sysgauge import metrics as m
 from sysgauge._logonce import LogOnce
-from sysgauge.sources.base import Attributes, Reading
+from sysgauge.sources.base import Attributes, Reading, share
 
 _logger = logging.getLogger("sysgauge")
 
@@ -194,8 +194,9 @@ def shape(
             out.append(Reading(m.TPU_HBM_USAGE, used, ident))
         if limit:
             out.append(Reading(m.TPU_HBM_LIMIT, limit, ident))
-            if used is not None:
-                out.append(Reading(m.TPU_HBM_UTILIZATION, used / limit, ident))
+            fraction = None if used is None else share(used, limit)
+            if fraction is not None:
+                out.append(Reading(m.TPU_HBM_UTILIZATION, fraction, ident))
         if device in duty:
             out.append(Reading(m.TPU_DUTY_CYCLE, min(duty[device], 100.0) / 100.0, ident))
         if tensorcore is not None and device in tensorcore:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import selectors
 import shutil
@@ -29,7 +28,7 @@ import psutil
 from sysgauge import metrics as m
 from sysgauge._logonce import LogOnce
 from sysgauge.sources._tools import Tool
-from sysgauge.sources.base import Reading
+from sysgauge.sources.base import Reading, finite_number, from_percent
 from sysgauge.sources.process import ChildrenOf, default_children_of, walk_tree
 
 _logger = logging.getLogger("sysgauge")
@@ -69,10 +68,8 @@ def monitor_config(period: float) -> dict[str, Any]:
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) and number >= 0 else None
+    number = finite_number(value)
+    return number if number is not None and number >= 0 else None
 
 
 def _core(key: object) -> int | str:
@@ -118,9 +115,10 @@ def to_readings(report: Mapping[str, Any], pids: Collection[int] | None) -> list
         counters = _mapping(_mapping(runtime.get("neuroncore_counters")).get("neuroncores_in_use"))
         for core_key, core in counters.items():
             percent = _number(_mapping(core).get("neuroncore_utilization"))
-            if percent is not None:
+            fraction = None if percent is None else from_percent(percent)
+            if fraction is not None:
                 core_id = _core(core_key)
-                utilization[core_id] = max(utilization.get(core_id, 0.0), percent / 100.0)
+                utilization[core_id] = max(utilization.get(core_id, 0.0), fraction)
         used = _mapping(_mapping(runtime.get("memory_used")).get("neuron_runtime_used_bytes"))
         breakdown = _mapping(used.get("usage_breakdown"))
         for category, raw in _mapping(breakdown.get("host")).items():
