@@ -7,6 +7,7 @@
  *
  * The scenario is a file of "key value" lines (tests/nvml_fake/scenario.py writes it from JSON), named by
  * FAKE_NVML_SCENARIO and re-read at every nvmlInit, so one loaded library serves many scenarios.
+ * `dev.N.hang_while PATH` makes every query of device N block while PATH exists (a driver call that hangs).
  * Test-only controls: fake_nvml_set("key value"), fake_nvml_call_count("nvmlFoo"), fake_nvml_reset_counts().
  */
 #include <stdio.h>
@@ -67,6 +68,7 @@ typedef struct device {
     int returns[F_COUNT];                  /* injected return code per function (0: behave) */
     int xid_registered;
     long lost_after, calls;                /* GPU_IS_LOST once `calls` exceeds `lost_after` (-1: never) */
+    char hang_while[256];                  /* every query blocks while this file exists (a GPU off the bus) */
 } device_t;
 
 static device_t devices[MAX_DEVICES];
@@ -146,7 +148,7 @@ static void set_line(const char *line) {
 #define ULL(name, member) if (strcmp(field, name) == 0) { d->member = number; return; }
 #define STR(name, member) if (strcmp(field, name) == 0) { \
         snprintf(d->member, sizeof d->member, "%.*s", (int)sizeof d->member - 1, value); return; }
-    STR("uuid", uuid) STR("name", name) STR("pci_bus_id", bus_id)
+    STR("uuid", uuid) STR("name", name) STR("pci_bus_id", bus_id) STR("hang_while", hang_while)
     U("util.gpu", util_gpu) U("util.memory", util_memory) U("temperature", temperature)
     U("power_mw", power_mw) U("power_limit_mw", power_limit_mw) U("fan", fan) U("encoder", encoder)
     U("decoder", decoder) U("clock.sm", sm_clock) U("clock.mem", mem_clock) U("nvlink.links", nvlink_links)
@@ -211,6 +213,8 @@ static nvmlReturn_t enter(int function, device_t *d) {
     if (!initialized) return UNINITIALIZED;
     if (d < devices || d >= devices + MAX_DEVICES || !d->present) return INVALID_ARGUMENT;
     d->calls++;
+    /* ctypes releases the GIL around the call, as with the real driver: only the calling thread waits. */
+    while (d->hang_while[0] && access(d->hang_while, F_OK) == 0) usleep(1000);
     if (d->lost_after >= 0 && d->calls > d->lost_after) return GPU_IS_LOST;
     if (d->returns[function]) return d->returns[function];
     return OK;

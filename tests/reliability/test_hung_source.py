@@ -16,6 +16,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -28,7 +29,16 @@ from sysgauge.options import resolve_options
 from sysgauge.sampler import Sample
 from sysgauge.sources.memory import MemorySource
 from tests.conftest import metric_names
-from tests.reliability.helpers import HangingSource, record, sysgauge_threads, wait_until
+from tests.nvml_fake.scenario import FakeNvml
+from tests.reliability.helpers import (
+    HangingSource,
+    nvml_scenario,
+    nvml_users,
+    record,
+    sysgauge_threads,
+    two_gpus,
+    wait_until,
+)
 
 COLLECTS = 50
 INTERVAL = 0.5  # hang_after = 0.25 s
@@ -250,3 +260,75 @@ def test_a_cpu_bound_python_thread_stretches_each_tick_but_ticks_go_on() -> None
         contended_max_ms=round(max(contended), 1),
     )
     assert max(contended) < 2000, "a tick took longer than the default sampling interval"
+
+
+def gpu_series(sample: Sample) -> bool:
+    return any(name.startswith("hw.gpu.") for name, _ in sample.values)
+
+
+def test_a_hung_nvml_call_leaves_the_host_sources_on_schedule(
+    fake_nvml_library: FakeNvml, tmp_path: Path
+) -> None:
+    """The real NvidiaSource over the fake driver, whose queries of GPU 0 block while a file exists."""
+    off_the_bus = tmp_path / "gpu0-off-the-bus"
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    with nvml_scenario(fake_nvml_library, two_gpus()):
+        handle = instrument_system(
+            provider, sources=["nvidia", "memory"], sampling_interval=INTERVAL, window=6 * INTERVAL
+        )
+    samples: list[Sample] = []
+    handle.sampler.add_listener(samples.append)
+    try:
+        wait_until(lambda: bool(samples) and gpu_series(samples[-1]), 3.0, "no GPU reading before the hang")
+        fake_nvml_library.set(f"dev.0.hang_while {off_the_bus}")
+        off_the_bus.touch()
+        hung_at = time.monotonic()
+        wait_until(
+            lambda: handle.sampler.hung_sources() == ["nvidia"], 3.0, "the NVML call was never abandoned"
+        )
+        time.sleep(6 * INTERVAL)
+        during = [sample for sample in samples if sample.time > hung_at + handle.sampler.hang_after]
+        assert len(during) >= 4
+        assert all(MEMORY in sample.values and not gpu_series(sample) for sample in during)
+        times = [sample.time for sample in samples]
+        longest = max(later - earlier for earlier, later in itertools.pairwise(times))
+        assert longest < INTERVAL + handle.sampler.hang_after + 0.1, times
+        off_the_bus.unlink()
+        wait_until(lambda: handle.sampler.hung_sources() == [], 3.0, "the NVML call never returned")
+        wait_until(lambda: gpu_series(samples[-1]), 3 * INTERVAL, "the GPUs were not read again")
+        record("hung-nvml-call", samples_during_hang=len(during), longest_gap_s=round(longest, 3))
+    finally:
+        if off_the_bus.exists():
+            off_the_bus.unlink()
+        handle.shutdown()
+        provider.shutdown()
+    assert nvml_users() == 0
+
+
+def test_shutdown_during_a_hung_nvml_call_releases_nvml_once_the_call_returns(
+    fake_nvml_library: FakeNvml, tmp_path: Path
+) -> None:
+    off_the_bus = tmp_path / "gpu0-off-the-bus"
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
+    with nvml_scenario(fake_nvml_library, two_gpus()):
+        handle = instrument_system(provider, sources=["nvidia"], sampling_interval=INTERVAL, window=3.0)
+    try:
+        fake_nvml_library.set(f"dev.0.hang_while {off_the_bus}")
+        off_the_bus.touch()
+        wait_until(
+            lambda: handle.sampler.hung_sources() == ["nvidia"], 3.0, "the NVML call was never abandoned"
+        )
+        started = time.monotonic()
+        handle.shutdown()
+        assert time.monotonic() - started < 0.5
+        # nvmlShutdown while another thread is inside the driver would be unsafe: it waits for the call.
+        assert nvml_users() == 1
+        off_the_bus.unlink()
+        wait_until(lambda: nvml_users() == 0, 3.0, "NVML was not released after the call returned")
+        wait_until(lambda: sampler_threads() == 0, 3.0, "the stuck reader did not end")
+    finally:
+        if off_the_bus.exists():
+            off_the_bus.unlink()
+        handle.shutdown()
+        provider.shutdown()
