@@ -6,12 +6,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
 from sysgauge import metrics as m
-from sysgauge.sources.process import ProcessSource, procfs_children
+from sysgauge.sources.process import ProcessSource, default_children_of, procfs_children, walk_tree
 from tests.fakes import FakeProcessState, FakePsutil, ProcCpu, ProcIo, fake_children
 from tests.fakes import by_spec as by
 
@@ -128,3 +129,23 @@ def test_procfs_walk_finds_the_same_tree_as_psutil(real_tree: subprocess.Popen[b
     assert one(readings, m.SYSGAUGE_PROCESS_COUNT) == 4
     rss = sum(psutil.Process(pid).memory_info().rss for pid in expected | {real_tree.pid})
     assert one(readings, m.PROCESS_MEMORY_USAGE) == pytest.approx(rss, rel=0.05)
+
+
+def test_without_procfs_children_files_psutil_finds_the_same_tree(
+    real_tree: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """Kernels built without CONFIG_PROC_CHILDREN (and non-Linux systems) fall back to psutil's children()."""
+    children_of = default_children_of(psutil, proc=str(tmp_path))  # a /proc without children files
+    deadline = time.monotonic() + 10
+    expected: set[int] = set()
+    while time.monotonic() < deadline:  # the grandchild may still be starting
+        expected = {p.pid for p in psutil.Process(real_tree.pid).children(recursive=True)}
+        if len(expected) >= 3:
+            break
+        time.sleep(0.05)
+    assert set(walk_tree(real_tree.pid, children_of)) == expected | {real_tree.pid}
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert children_of(gone.pid) == []  # an exited process has no children, and no error
+    source = ProcessSource(psutil, pid=real_tree.pid, tree=True, children_of=children_of)
+    assert one(source.read(), m.SYSGAUGE_PROCESS_COUNT) == 4

@@ -80,10 +80,10 @@ def walk_tree(root: int, children_of: ChildrenOf) -> list[int]:
     return pids
 
 
-def default_children_of(ps: Any) -> ChildrenOf:
-    """procfs where the kernel offers children files, else psutil's per-process children()."""
-    if _procfs_has_children_files():
-        return procfs_children()
+def default_children_of(ps: Any, proc: str = "/proc") -> ChildrenOf:
+    """procfs where the kernel offers children files (CONFIG_PROC_CHILDREN), else psutil's children()."""
+    if _procfs_has_children_files(proc):
+        return procfs_children(proc)
 
     def children_of(pid: int) -> list[int]:
         try:
