@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sysgauge import instrument_system
 from sysgauge.metrics import InstrumentKind
 from sysgauge.options import resolve_options
+from sysgauge.sources._http import FetchError, fetch
 from sysgauge.sources.base import Reading
 from sysgauge.sources.openmetrics import (
     ENDPOINT_ATTRIBUTE,
@@ -337,3 +338,21 @@ def test_end_to_end_instruments_appear_and_a_hung_endpoint_never_delays_other_so
     assert {"system.memory.usage", "dcgm_fi_dev_gpu_util", "dcgm_fi_dev_total_energy_consumption"} <= names
     ((value, attrs),) = points(data, "dcgm_fi_dev_gpu_temp")
     assert value == 31.0 and attrs[ENDPOINT_ATTRIBUTE] == "dcgm" and str(attrs["UUID"]).startswith("GPU-c2f7")
+
+
+def test_headers_follow_a_redirect_only_within_the_same_origin() -> None:
+    token = {"Authorization": "Bearer t0ken", "X-Api-Key": "k3y"}
+    with serve(Reply(body=b"x 1\n")) as elsewhere, serve() as named:
+        named.reply = Reply(status=302, headers={"Location": elsewhere.url})
+        response = fetch(named.url, token, timeout=3.0, max_bytes=2**20)
+        assert response.body == b"x 1\n"
+        assert named.requests[0]["authorization"] == "Bearer t0ken"
+        assert "authorization" not in elsewhere.requests[0] and "x-api-key" not in elsewhere.requests[0]
+        assert "gzip" in elsewhere.requests[0]["accept-encoding"]
+    with serve() as looping:
+        looping.reply = Reply(status=302, headers={"Location": looping.url + "?again"})
+        with pytest.raises(FetchError):
+            fetch(looping.url, token, timeout=3.0, max_bytes=2**20)
+        # Same scheme, host and port: the endpoint the user named, so the token goes along.
+        assert len(looping.requests) > 1
+        assert all(request.get("x-api-key") == "k3y" for request in looping.requests)

@@ -47,7 +47,20 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     ) -> urllib.request.Request | None:
         if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
             raise FetchError(f"refused redirect to a non-HTTP URL ({urllib.parse.urlsplit(newurl).scheme}:)")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            # urllib copies every header to the new URL; the user's (tokens) are meant for the
+            # endpoint they named, not for wherever it redirects (or downgrades to plain http).
+            new.headers = {k: v for k, v in new.headers.items() if k.lower() in _SAFE_ACROSS_ORIGINS}
+        return new
+
+
+_SAFE_ACROSS_ORIGINS = ("accept", "accept-encoding")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
 _OPENER = urllib.request.build_opener(_HttpOnlyRedirects())
