@@ -108,7 +108,7 @@ def _specs_for(sources: Sequence[Source], peaks: Sequence[str]) -> list[MetricSp
 def instrument_system(meter_provider: MeterProvider | None = None, **options: Any) -> SystemMonitor:
     """Report this machine's and this process tree's vital signs as OTel metrics on `meter_provider`.
 
-    Samples every `sampling_interval` seconds (2) in one background thread; each export reports the
+    Samples every `sampling_interval` seconds (2) in the background; each export reports the
     last `window` seconds (30): gauges as the mean, counters as the latest cumulative value. Options
     and their SYSGAUGE_* variables are listed in the README. Raises ValueError for a bad option.
     """
