@@ -9,7 +9,7 @@ import pytest
 
 from sysgauge import metrics as m
 from sysgauge.metrics import Aggregation, InstrumentKind, MetricSpec
-from sysgauge.sampler import Sampler
+from sysgauge.sampler import Sample, Sampler
 from sysgauge.sources.base import Reading
 
 GAUGE = MetricSpec("test.gauge", InstrumentKind.GAUGE, "1", "", (), "test", Aggregation.MEAN)
@@ -202,3 +202,36 @@ def test_peak_spec_reads_its_gauge() -> None:
     assert peak.series == "process.memory.usage"
     with pytest.raises(ValueError, match="no peak"):
         m.PROCESS_CPU_TIME.peak()
+
+
+class SlowOnce(Scripted):
+    """Slow on its first read only: a read delayed (say, by a program holding the GIL), not hung."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def read(self) -> list[Reading]:
+        if self.reads == 0:
+            time.sleep(self.seconds)
+        return super().read()
+
+
+def test_a_replacement_reader_takes_over_the_tick_without_reading_any_source_twice() -> None:
+    before, slow, after = Scripted(), SlowOnce(0.4), Scripted()
+    before.next, slow.next, after.next = [Reading(GAUGE, 1.0)], [Reading(COUNTER, 2.0)], [Reading(RATE, 3.0)]
+    sampler = Sampler([before, slow, after], interval=0.5, window=5.0)
+    samples: list[Sample] = []
+    sampler.add_listener(samples.append)
+    sampler.start()  # the first read of `slow` outlasts hang_after (0.25 s)
+    try:
+        first = samples[0]
+        assert (before.reads, after.reads) == (1, 1), "a source of the interrupted tick was read again"
+        assert set(first.values) == {("test.gauge", ()), ("test.rate", ())}
+        deadline = time.monotonic() + 3
+        while len(samples) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert ("test.counter", ()) in samples[1].values, "the slow source was not read again"
+    finally:
+        sampler.shutdown()

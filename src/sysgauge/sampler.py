@@ -54,6 +54,10 @@ class _Reader:
         # reads of the same source apart.
         self.current: tuple[Source, float] | None = None
         self.abandoned = False
+        # The tick in progress: values read so far and the sources they came from. A replacement reader
+        # takes them over, so a read that was only slow (a program holding the GIL) wastes no other read.
+        self.values: dict[SeriesKey, float] = {}
+        self.done: set[int] = set()
 
 
 class Sampler:
@@ -168,9 +172,11 @@ class Sampler:
         """Read every source once, on the caller's thread, and append one sample."""
         self._tick(None)
 
-    def _start_reader(self, first_tick: float) -> None:
+    def _start_reader(self, first_tick: float, takes_over: _Reader | None = None) -> None:
         # Called with _handoff held.
         reader = _Reader(first_tick)
+        if takes_over is not None:  # it is inside read(), not touching its tick's values
+            reader.values, reader.done = dict(takes_over.values), set(takes_over.done)
         thread = threading.Thread(target=self._run, args=(reader,), name="sysgauge-sampler", daemon=True)
         reader.thread = thread
         self._reader = reader
@@ -216,11 +222,12 @@ class Sampler:
                 if reader.current is not current:
                     continue  # it returned meanwhile
                 self._abandon(reader, source)
-                self._start_reader(self._clock())
+                self._start_reader(self._clock(), takes_over=reader)
             self._log.warning(
                 f"hung:{source.name}",
-                "sysgauge: source %s has not returned from a read for %.2f s; the other sources go on "
-                "without it until it does",
+                # Also seen, rarely, when the program's threads hold the GIL for long: hence no "hung".
+                "sysgauge: a read of source %s has taken %.2f s so far; the other sources go on without "
+                "it until it returns",
                 source.name,
                 self._clock() - since,
             )
@@ -241,9 +248,10 @@ class Sampler:
             self._log.info(f"back:{source.name}", message, source.name)
 
     def _tick(self, reader: _Reader | None) -> None:
-        values: dict[SeriesKey, float] = {}
+        values: dict[SeriesKey, float] = reader.values if reader is not None else {}
+        done = reader.done if reader is not None else set()
         for source in self._sources:
-            if id(source) in self._hung:
+            if id(source) in self._hung or id(source) in done:
                 continue
             if reader is not None:
                 reader.current = (source, self._clock())
@@ -265,8 +273,11 @@ class Sampler:
                 if abandoned:
                     self._hand_back(source)
                     return
+                done.add(id(source))
             for reading in readings:
                 values[(reading.spec.name, reading.attributes)] = reading.value
+        if reader is not None:
+            reader.values, reader.done = {}, set()
         sample = Sample(self._clock(), values)
         with self._lock:
             if self._closed or (reader is not None and reader.abandoned):
