@@ -119,8 +119,9 @@ class Sampler:
             self._start_reader(self._clock())
         self._watchdog = threading.Thread(target=self._watch, name="sysgauge-watchdog", daemon=True)
         self._watchdog.start()
-        # A hung first read is abandoned after hang_after and the next reader takes the sample at once.
-        self._first_tick.wait(2 * self.hang_after + 1.0)
+        # A hung first read is abandoned after hang_after and the next reader takes the sample at once;
+        # with long intervals (a long hang_after) the caller is not held that long: the sample comes later.
+        self._first_tick.wait(min(self.hang_after, 1.0) + 0.5)
 
     def last_tick(self, timeout: float = 1.0) -> None:
         """Stop sampling in the background and take one last sample on this thread (for a final export)."""
@@ -244,7 +245,7 @@ class Sampler:
         if closing:
             self._close(source)
         else:
-            message = "sysgauge: source %s returned from its hung read and is read again"
+            message = "sysgauge: the slow read of source %s returned; it is read again"
             self._log.info(f"back:{source.name}", message, source.name)
 
     def _tick(self, reader: _Reader | None) -> None:
@@ -254,6 +255,8 @@ class Sampler:
             if id(source) in self._hung or id(source) in done:
                 continue
             if reader is not None:
+                if self._stop.is_set():
+                    return  # stopping: the caller of last_tick() or shutdown() reads or closes the rest
                 reader.current = (source, self._clock())
             try:
                 readings = source.read()

@@ -140,7 +140,7 @@ def test_a_hung_read_delays_the_other_sources_by_at_most_hang_after(
     read_again = "the source was not read again"
     wait_until(lambda: hanging_key(hanging) in stuck.samples[-1].values, 3 * INTERVAL, read_again)
     assert hanging.reads > reads_before_release
-    assert any("returned from its hung read" in r.getMessage() for r in caplog.records)
+    assert any("slow read of source hanging returned" in r.getMessage() for r in caplog.records)
     record(
         "hung-source-isolated",
         interval_s=INTERVAL,
@@ -187,6 +187,19 @@ def test_start_does_not_wait_for_a_first_read_that_hangs() -> None:
         assert 0.9 < took < 1.6, f"instrumenting took {took:.2f} s"
         assert "system.memory.usage" in metric_names(handle.reader.get_metrics_data())
         record("hung-first-read", start_s=round(took, 3))
+    finally:
+        handle.close()
+
+
+def test_start_waits_at_most_one_and_a_half_seconds_whatever_the_interval() -> None:
+    hanging = HangingSource()
+    hanging.hang.set()
+    started = time.monotonic()
+    handle = Handle(hanging, interval=3600.0)  # hang_after = 30 minutes
+    took = time.monotonic() - started
+    try:
+        assert 1.4 < took < 2.0, f"instrumenting took {took:.2f} s"
+        assert handle.monitor.sampler.hung_sources() == []  # not yet: it has not hung for 30 minutes
     finally:
         handle.close()
 
