@@ -139,12 +139,16 @@ def test_first_sample_is_taken_before_start_returns_and_shutdown_joins_fast() ->
 
 
 class Slow(Scripted):
-    def __init__(self, seconds: float) -> None:
+    """Each read takes `seconds` (only the first one with once=True: delayed, say by the GIL, not hung)."""
+
+    def __init__(self, seconds: float, once: bool = False) -> None:
         super().__init__()
         self.seconds = seconds
+        self.once = once
 
     def read(self) -> list[Reading]:
-        time.sleep(self.seconds)
+        if not (self.once and self.reads):
+            time.sleep(self.seconds)
         return super().read()
 
 
@@ -204,21 +208,8 @@ def test_peak_spec_reads_its_gauge() -> None:
         m.PROCESS_CPU_TIME.peak()
 
 
-class SlowOnce(Scripted):
-    """Slow on its first read only: a read delayed (say, by a program holding the GIL), not hung."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-    def read(self) -> list[Reading]:
-        if self.reads == 0:
-            time.sleep(self.seconds)
-        return super().read()
-
-
 def test_a_replacement_reader_takes_over_the_tick_without_reading_any_source_twice() -> None:
-    before, slow, after = Scripted(), SlowOnce(0.4), Scripted()
+    before, slow, after = Scripted(), Slow(0.4, once=True), Scripted()
     before.next, slow.next, after.next = [Reading(GAUGE, 1.0)], [Reading(COUNTER, 2.0)], [Reading(RATE, 3.0)]
     sampler = Sampler([before, slow, after], interval=0.5, window=5.0)
     samples: list[Sample] = []

@@ -272,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"sysgauge: error: cannot run {cmd[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126
-    forward = _forward_signals(child)
+    forward = _Forwarder(child)
     summary = RunSummary()
     pipeline = None
     try:
@@ -340,10 +340,6 @@ class _Forwarder:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def _forward_signals(child: subprocess.Popen[bytes]) -> _Forwarder:
-    return _Forwarder(child)
 
 
 def _terminal_delivers_sigint() -> bool:

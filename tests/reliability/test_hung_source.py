@@ -177,29 +177,26 @@ def test_two_sources_hung_at_once_leave_the_third_on_schedule() -> None:
         handle.close()
 
 
-def test_start_does_not_wait_for_a_first_read_that_hangs() -> None:
+@pytest.mark.parametrize(
+    ("interval", "at_least", "at_most", "first_sample"),
+    # 2 s: set aside after hang_after (1 s), the others' first sample comes at once. One hour: hang_after is
+    # 30 minutes, so the caller is let go after 1.5 s without a first sample.
+    [(2.0, 0.9, 1.6, True), (3600.0, 1.4, 2.0, False)],
+    ids=["2s", "1h"],
+)
+def test_start_does_not_wait_long_for_a_first_read_that_hangs(
+    interval: float, at_least: float, at_most: float, first_sample: bool
+) -> None:
     hanging = HangingSource()
     hanging.hang.set()
     started = time.monotonic()
-    handle = Handle(hanging, interval=2.0)  # hang_after = 1 s
+    handle = Handle(hanging, interval=interval)
     took = time.monotonic() - started
     try:
-        assert 0.9 < took < 1.6, f"instrumenting took {took:.2f} s"
-        assert "system.memory.usage" in metric_names(handle.reader.get_metrics_data())
-        record("hung-first-read", start_s=round(took, 3))
-    finally:
-        handle.close()
-
-
-def test_start_waits_at_most_one_and_a_half_seconds_whatever_the_interval() -> None:
-    hanging = HangingSource()
-    hanging.hang.set()
-    started = time.monotonic()
-    handle = Handle(hanging, interval=3600.0)  # hang_after = 30 minutes
-    took = time.monotonic() - started
-    try:
-        assert 1.4 < took < 2.0, f"instrumenting took {took:.2f} s"
-        assert handle.monitor.sampler.hung_sources() == []  # not yet: it has not hung for 30 minutes
+        assert at_least < took < at_most, f"instrumenting took {took:.2f} s"
+        assert handle.monitor.sampler.hung_sources() == (["hanging"] if first_sample else [])
+        assert ("system.memory.usage" in metric_names(handle.reader.get_metrics_data())) is first_sample
+        record("hung-first-read", interval_s=interval, start_s=round(took, 3))
     finally:
         handle.close()
 

@@ -88,11 +88,19 @@ def start(args: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-def test_sigint_is_forwarded_exactly_once_when_not_on_a_terminal(tmp_path: Path, spawned: list[int]) -> None:
-    proc = start([*RUN, "--no-summary", "--", *command(tmp_path)])
+def run_command(
+    tmp_path: Path, spawned: list[int], on_sigint: str = "count"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`sysgauge run --no-summary -- <command>`, once the command is ready: (sysgauge, the command's pid)."""
+    proc = start([*RUN, "--no-summary", "--", *command(tmp_path, on_sigint)])
     spawned.append(proc.pid)
     child = command_pid(tmp_path)
     spawned.append(child)
+    return proc, child
+
+
+def test_sigint_is_forwarded_exactly_once_when_not_on_a_terminal(tmp_path: Path, spawned: list[int]) -> None:
+    proc, child = run_command(tmp_path, spawned)
     proc.send_signal(signal.SIGINT)
     code = proc.wait(timeout=30)
     assert code == 5, proc.stderr.read() if proc.stderr else code
@@ -107,10 +115,7 @@ def test_sigint_is_forwarded_exactly_once_when_not_on_a_terminal(tmp_path: Path,
 def test_a_command_dying_of_a_signal_gives_128_plus_the_signal(
     tmp_path: Path, spawned: list[int], case: str, expected: int
 ) -> None:
-    proc = start([*RUN, "--no-summary", "--", *command(tmp_path, on_sigint="default")])
-    spawned.append(proc.pid)
-    child = command_pid(tmp_path)
-    spawned.append(child)
+    proc, child = run_command(tmp_path, spawned, on_sigint="default")
     if case == "command-kills-itself":
         os.kill(child, signal.SIGKILL)  # as the OOM killer would
     else:
@@ -155,10 +160,7 @@ def test_ctrl_c_on_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_the_command_does_not_outlive_a_killed_sysgauge(tmp_path: Path, spawned: list[int]) -> None:
-    proc = start([*RUN, "--no-summary", "--", *command(tmp_path)])
-    spawned.append(proc.pid)
-    child = command_pid(tmp_path)
-    spawned.append(child)
+    proc, child = run_command(tmp_path, spawned)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     try:
