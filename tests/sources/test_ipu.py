@@ -306,9 +306,13 @@ def test_quantity(value: str, units: dict[str, float], expected: float | None) -
     assert quantity(value, units) == (pytest.approx(expected) if expected is not None else None)
 
 
-def test_device_readings_clamps_utilisation() -> None:
-    readings = device_readings({"ipu utilisation": "100.4%"}, ((m.IPU_ID, 0),))
-    assert [r.value for r in readings] == [1.0]
+def test_device_readings_clamps_a_rounding_overshoot_and_drops_garbage() -> None:
+    def utilisation(text: str) -> list[float]:
+        return [r.value for r in device_readings({"ipu utilisation": text}, ((m.IPU_ID, 0),))]
+
+    assert utilisation("100.4%") == [1.0]
+    assert utilisation("250%") == []
+    assert utilisation("-3%") == []
 
 
 def test_tool_errors_are_tool_errors(tmp_path: Path) -> None:

@@ -68,6 +68,13 @@ def share(part: float, whole: float) -> float | None:
     return value if value is not None and value <= 1.0 else None
 
 
+# Tools round: gc-info prints 100.4 % for a busy IPU, a duty cycle can read a hair over 100. A reading
+# further over its scale than this is garbage, not a measurement.
+PERCENT_OVERSHOOT = 5.0
+
+
 def from_percent(percent: float) -> float | None:
-    """A 0..100 percentage as a fraction; None outside that range."""
-    return percent / 100.0 if 0.0 <= percent <= 100.0 else None
+    """A 0..100 percentage as a fraction; a rounding overshoot (to 105 %) is 1.0; None below 0 or beyond."""
+    if not 0.0 <= percent <= 100.0 + PERCENT_OVERSHOOT:
+        return None
+    return min(percent, 100.0) / 100.0

@@ -31,7 +31,7 @@ from sysgauge import metrics as m
 from sysgauge._logonce import LogOnce
 from sysgauge.sources._poller import Poller
 from sysgauge.sources._tools import Tool, ToolError
-from sysgauge.sources.base import Attributes, Reading
+from sysgauge.sources.base import Attributes, Reading, from_percent
 from sysgauge.sources.process import ChildrenOf, walk_tree
 
 _logger = logging.getLogger("sysgauge")
@@ -109,7 +109,9 @@ def device_readings(device: Mapping[str, str], ident: Attributes) -> list[Readin
         if value is None:
             continue
         if spec is m.IPU_UTILIZATION:
-            value = min(max(value, 0.0), 1.0)
+            value = from_percent(value * 100.0)
+            if value is None:
+                continue
         out.append(Reading(spec, value, (*ident, *extra)))
     return out
 

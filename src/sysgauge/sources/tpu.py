@@ -38,7 +38,7 @@ from typing import Any
 
 from sysgauge import metrics as m
 from sysgauge._logonce import LogOnce
-from sysgauge.sources.base import Attributes, Reading, share
+from sysgauge.sources.base import Attributes, Reading, from_percent, share
 
 _logger = logging.getLogger("sysgauge")
 
@@ -197,10 +197,12 @@ def shape(
             fraction = None if used is None else share(used, limit)
             if fraction is not None:
                 out.append(Reading(m.TPU_HBM_UTILIZATION, fraction, ident))
-        if device in duty:
-            out.append(Reading(m.TPU_DUTY_CYCLE, min(duty[device], 100.0) / 100.0, ident))
-        if tensorcore is not None and device in tensorcore:
-            out.append(Reading(m.TPU_TENSORCORE_UTILIZATION, min(tensorcore[device], 100.0) / 100.0, ident))
+        busy = from_percent(duty[device]) if device in duty else None
+        if busy is not None:
+            out.append(Reading(m.TPU_DUTY_CYCLE, busy, ident))
+        core = from_percent(tensorcore[device]) if tensorcore is not None and device in tensorcore else None
+        if core is not None:
+            out.append(Reading(m.TPU_TENSORCORE_UTILIZATION, core, ident))
     return out
 
 
